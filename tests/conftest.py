@@ -39,3 +39,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 def device(request):
     """Run a test on the CPU, and again on CUDA where a GPU exists."""
     return request.param
+
+# Session fixtures that convert small PyTorch models to Core ML with coremltools (shared by the
+# format, runtime and language tests).
+pytest_plugins = ["fixtures_coreml"]
