@@ -121,6 +121,8 @@ def _detect_bytes(p: Path, head: bytes, size: int) -> Detected:
         raise FormatError("Python pickle (a legacy PyTorch checkpoint); TensorLogic never unpickles", p)
     if len(head) >= 9 and head[8:9] == b"{":
         return Detected("SafeTensors", "file", p)
+    if len(head) >= 9 and head[8:9] == b"[" and struct.unpack_from("<Q", head)[0] <= size - 8:
+        return Detected("SafeTensors", "file", p)  # the reader says why a list header is wrong
     if head.lstrip()[:1] in (b"{", b"["):
         return _detect_json(p, size)
     if _looks_like_coreml_proto(head):

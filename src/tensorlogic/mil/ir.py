@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +45,7 @@ NUMPY_STORAGE: dict[str, Any] = {
 # Bits per element for dtypes that pack below a byte in blob files.
 SUB_BYTE_BITS = {"int4": 4, "uint1": 1, "uint2": 2, "uint3": 3, "uint4": 4, "uint6": 6}
 
-Dim = Union[int, str]
+Dim = int | str
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class StateType:
     wrapped: TensorType
 
 
-ValueType = Union[TensorType, ListType, TupleType, DictType, StateType]
+ValueType = TensorType | ListType | TupleType | DictType | StateType
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def _data_equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-Arg = Union[str, Value]  # a variable name, or a literal
+Arg = str | Value  # a variable name, or a literal
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,9 @@ from ..errors import UnsupportedError
 #   dtype                      -> torch.dtype, after the precision policy (fp16 may compute as fp32)
 #   mil_dtype                  -> the MIL dtype name as given ("fp16", "int32", ...)
 #   value                      -> numpy array / Python scalar, untouched
-PARAM_KINDS = frozenset({"int", "float", "bool", "str", "ints", "floats", "bools", "strs", "dtype", "mil_dtype", "value"})
+PARAM_KINDS = frozenset(
+    {"int", "float", "bool", "str", "ints", "floats", "bools", "strs", "dtype", "mil_dtype", "value"}
+)
 
 # Opset names in order; "CoreML5" is iOS15.
 OPSETS = ("CoreML3", "CoreML4", "CoreML5", "CoreML6", "CoreML7", "CoreML8", "CoreML9")
