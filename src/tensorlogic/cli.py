@@ -38,13 +38,38 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                     {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "nbytes": t.nbytes, "offset": t.offset}
                     for t in infos
                 ]
-            json.dump(doc, sys.stdout, indent=2, default=str)
-            sys.stdout.write("\n")
+            _dump_json(doc, sys.stdout)
             return 0
         _print_inspect(args.file, md, infos)
     finally:
         file.close()
     return 0
+
+
+def _dump_json(doc: dict, out) -> None:
+    """Indented JSON for the top two levels, compact below: ``indent=`` would bypass the C encoder,
+    which costs seconds on a GGUF tokenizer vocabulary of 150k strings."""
+
+    def render(value, depth: int) -> str:
+        if depth < 2 and isinstance(value, dict) and value:
+            pad = "  " * (depth + 1)
+            items = [f"{pad}{json.dumps(str(k))}: {render(v, depth + 1)}" for k, v in value.items()]
+            return "{\n" + ",\n".join(items) + "\n" + "  " * depth + "}"
+        return json.dumps(value, default=str, ensure_ascii=False)
+
+    out.write(render(doc, 0) + "\n")
+
+
+def _short(value) -> str:
+    """A one-cell rendering of a metadata value: long sequences cut before they are encoded."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, (list, tuple)) and len(value) > 16:
+        head = json.dumps(list(value[:16]), default=str, ensure_ascii=False)
+        text = f"{head[:-1]}, ... ] ({len(value):,} items)"
+    else:
+        text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _print_inspect(path: str, md, infos) -> None:
@@ -86,10 +111,7 @@ def _print_inspect(path: str, md, infos) -> None:
         table.add_column("key", style="cyan")
         table.add_column("value", overflow="fold")
         for key, value in extra.items():
-            text = json.dumps(value, default=str) if not isinstance(value, str) else value
-            if len(text) > 200:
-                text = text[:197] + "..."
-            table.add_row(str(key), text)
+            table.add_row(str(key), _short(value))
         console.print(table)
 
     hist = md.extra.get("op_histogram")
@@ -124,6 +146,87 @@ def cmd_repl(args: argparse.Namespace) -> int:
     return repl(device=getattr(args, "device", None))
 
 
+def _read_input(spec: str, feature) -> tuple[str, object]:
+    """``NAME=FILE`` → (name, value): .npy arrays, images (.png/.jpg/...), JSON numbers or lists."""
+    import numpy as np
+
+    from .errors import InputError
+
+    name, sep, file = spec.partition("=")
+    if not sep or not name or not file:
+        raise InputError(f"--input {spec!r}: expected NAME=FILE (a .npy, image or .json file)")
+    path = os.path.expanduser(file)
+    if not os.path.isfile(path):
+        raise InputError(f"--input {name}: no file {file!r}")
+    suffix = os.path.splitext(path)[1].lower()
+    try:
+        if suffix == ".npy":
+            return name, np.load(path, allow_pickle=False)
+        if suffix == ".json":
+            with open(path, encoding="utf-8") as fh:
+                return name, np.asarray(json.load(fh))
+        if suffix in (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"):
+            from PIL import Image
+
+            image = Image.open(path)
+            space = getattr(feature, "colorspace", None) or "RGB"
+            mode = {"GRAYSCALE": "L", "GRAYSCALE_FLOAT16": "F"}.get(space, "RGB")
+            return name, image.convert(mode)
+    except (OSError, ValueError) as e:
+        raise InputError(f"--input {name}: cannot read {file!r}: {e}") from None
+    raise InputError(f"--input {name}: {file!r} is not a .npy, .json or image file")
+
+
+def _summarize(value, full: bool) -> dict:
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        doc = {"shape": list(value.shape), "dtype": str(value.dtype)}
+        if full:
+            doc["values"] = value.tolist()
+        else:
+            doc["values"] = np.array2string(value, threshold=24, edgeitems=3, precision=6)
+        return doc
+    if isinstance(value, dict):
+        ranked = sorted(value.items(), key=lambda kv: -kv[1])
+        return {"probabilities": dict(ranked if full else ranked[:5])}
+    if hasattr(value, "mode") and hasattr(value, "size"):
+        return {"image": f"{value.mode} {value.size[0]}x{value.size[1]}"}
+    return {"value": value}
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .model import load_model
+
+    model = load_model(args.model, device=args.device, function_name=args.function)
+    try:
+        runner = model.runner
+        features = {f.name: f for f in getattr(getattr(runner, "signature", None), "inputs", [])}
+        data = dict(_read_input(spec, features.get(spec.partition("=")[0])) for spec in args.input)
+        state = model.make_state() if getattr(runner, "is_stateful", False) else None
+        outputs = model.predict(data, state=state, outputs=args.output) if args.output else \
+            model.predict(data, state=state)
+        docs = {name: _summarize(value, args.json) for name, value in outputs.items()}
+        if args.json:
+            json.dump(docs, sys.stdout, indent=2, default=str)
+            sys.stdout.write("\n")
+            return 0
+        for name, doc in docs.items():
+            if "shape" in doc:
+                print(f"{name}: {doc['dtype']}[{', '.join(str(d) for d in doc['shape'])}]")
+                print("  " + str(doc["values"]).replace("\n", "\n  "))
+            elif "probabilities" in doc:
+                top = ", ".join(f"{k}: {v:.6g}" for k, v in doc["probabilities"].items())
+                print(f"{name}: {{{top}{', ...' if len(outputs[name]) > 5 else ''}}}")
+            elif "image" in doc:
+                print(f"{name}: image {doc['image']}")
+            else:
+                print(f"{name}: {doc['value']}")
+    finally:
+        model.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tl",
@@ -141,6 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--device", choices=["cpu", "gpu"], default=None)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("predict", help="run a Core ML model on inputs read from files")
+    p.add_argument("model")
+    p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE",
+                   help="an input: .npy array, image file or .json number/list (repeat per input)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
+    p.add_argument("--function", default=None, help="function of a multifunction model")
+    p.add_argument("--output", "-o", action="append", default=None, metavar="NAME",
+                   help="print only this output or intermediate variable (repeatable)")
+    p.add_argument("--json", action="store_true", help="machine-readable output with every value")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("repl", help="interactive TensorLogic prompt")
     p.add_argument("--device", choices=["cpu", "gpu"], default=None)

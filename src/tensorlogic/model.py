@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,13 +97,21 @@ class Metadata:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return _jsonable(self)
+
+
+_PLAIN = {str, int, float, bool, type(None)}
 
 
 def _jsonable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        # Not dataclasses.asdict: it deep-copies every value, seconds for a 150k-token vocabulary.
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in fields(obj)}
     if isinstance(obj, Mapping):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
+        if set(map(type, obj)) <= _PLAIN:
+            return list(obj)
         return [_jsonable(v) for v in obj]
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
@@ -122,6 +130,16 @@ def dominant_type(counts: Mapping[str, int]) -> str:
         return "UNKNOWN"
     name, n = max(counts.items(), key=lambda kv: kv[1])
     return name if 2 * n > total else "MIXED"
+
+
+def _stored_kind(stored: str) -> torch.dtype:
+    """A representative torch dtype for a format's stored type name: only floating vs not matters."""
+    import torch
+
+    name = stored.upper()
+    if name.startswith(("I", "U", "BOOL")) and not name.startswith("IQ"):
+        return torch.int64
+    return torch.float32
 
 
 def resolve_torch_dtype(dtype: Any, stored: torch.dtype) -> torch.dtype:
@@ -168,8 +186,12 @@ class ModelFile:
         """The tensor as numpy: stored dtype, or float32 for quantized/bf16/fp8 data."""
         raise NotImplementedError
 
-    def read_torch(self, name: str, device: Any = None) -> torch.Tensor:
-        """The tensor as torch in its stored (or dequantized) dtype."""
+    def read_torch(self, name: str, device: Any = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The tensor as torch in its stored (or dequantized) dtype.
+
+        ``dtype`` is the dtype the caller will cast to; formats that dequantize may produce it
+        directly (one pass on the device instead of two), others ignore it.
+        """
         import torch
 
         return torch.from_numpy(self.read_numpy(name)).to(device or "cpu")
@@ -216,8 +238,9 @@ class Model:
 
     def get_tensor(self, name: str, dtype: Any = None, device: Any = None) -> torch.Tensor:
         """A stored tensor as torch; float16 for floating data unless ``dtype`` says otherwise."""
-        self._info(name)
-        t = self.file.read_torch(name, device=device)
+        info = self._info(name)
+        hint = None if dtype in (None, "native") else resolve_torch_dtype(dtype, _stored_kind(info.dtype))
+        t = self.file.read_torch(name, device=device, dtype=hint)
         return t.to(resolve_torch_dtype(dtype, t.dtype))
 
     def get_numpy(self, name: str) -> np.ndarray:
@@ -275,7 +298,7 @@ def load_model(
     return Model(file, runner)
 
 
-def save_model(obj: Any, path: str | os.PathLike, metadata: Mapping[str, str] | None = None, **options: Any) -> Path:
+def save_model(obj: Any, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None, **options: Any) -> Path:
     """Write a dict of tensors or a loaded ``Model`` to ``.safetensors`` or ``.gguf``, atomically."""
     from .formats import saver_for
 
@@ -283,7 +306,8 @@ def save_model(obj: Any, path: str | os.PathLike, metadata: Mapping[str, str] | 
     tensors: Mapping[str, Any] | Iterable
     if isinstance(obj, Model):
         tensors = obj.tensors(dtype="native")
-        base_meta = {k: str(v) for k, v in obj.metadata.extra.items() if isinstance(v, (str, int, float))}
+        # Scalar metadata keeps its type; each writer converts what its format cannot hold.
+        base_meta = {k: v for k, v in obj.metadata.extra.items() if isinstance(v, (str, int, float, bool))}
         metadata = {**base_meta, **(metadata or {})}
     elif isinstance(obj, Mapping):
         tensors = obj

@@ -133,7 +133,7 @@ class CoreMLFile(ModelFile):
                 infos.append(TensorInfo(name, shape, ttype.dtype, _nbytes(ttype.dtype, shape)))
         return infos
 
-    def read_torch(self, name: str, device: Any = None) -> Any:
+    def read_torch(self, name: str, device: Any = None, dtype: Any = None) -> Any:
         """The tensor as torch, in memory of its own (blob arrays are read-only views of the file)."""
         import torch
 

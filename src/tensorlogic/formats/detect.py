@@ -76,6 +76,9 @@ def _detect_dir(p: Path) -> Detected:
     ggufs = sorted(p.glob("*.gguf"))
     if len(ggufs) == 1:
         return detect(ggufs[0])
+    firsts = [g for g in ggufs if re.search(r"-00001-of-\d{5}\.gguf$", g.name)]
+    if len(firsts) == 1:
+        return detect(firsts[0])  # the parts of one split model
     if p.suffix.lower() == ".mlpackage":
         raise FormatError("Core ML package folder without Manifest.json (incomplete copy?)", p)
     if p.suffix.lower() == ".mlmodelc":

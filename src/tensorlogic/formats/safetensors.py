@@ -243,7 +243,7 @@ class SafeTensorsFile(ModelFile):
             return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(info.shape)
         return _FP8_TABLES[info.dtype][raw].reshape(info.shape)
 
-    def read_torch(self, name: str, device: Any = None) -> torch.Tensor:
+    def read_torch(self, name: str, device: Any = None, dtype: Any = None) -> torch.Tensor:
         import torch
 
         shard = self._shard(name)
