@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench clean
+.PHONY: demo test test-all conformance lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,13 +15,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/tl inspect examples/tiny.safetensors
+	$(VENV)/bin/tl run examples/quickstart.tl
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q
+
+# The whole coremltools op suite on our executor (docs/CONFORMANCE.md); about 40 min on 2 cores.
+conformance: $(STAMP)
+	$(PY) -m tests.conformance.run --jobs 2
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

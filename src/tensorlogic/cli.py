@@ -227,6 +227,82 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from .errors import InputError
+    from .formats import open_model_file
+    from .runtime import bench
+    from .runtime.predictor import Predictor
+
+    if args.batch < 1 or args.runs < 1 or args.warmup < 0:
+        raise InputError("--batch and --runs must be at least 1, --warmup at least 0")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    console = Console(stderr=bool(args.json))
+    start = time.perf_counter()
+    file = open_model_file(args.model)
+    if getattr(file, "program", None) is None:
+        raise InputError(f"{args.model}: tl bench runs Core ML ML Programs; this is {file.metadata().format}")
+    modes = [args.mode] + ([m for m in ("compiled", "interp") if m != args.mode] if args.compare else [])
+    preds = {m: Predictor(file, device=args.device, mode=m) for m in modes[:1]}
+    pred = preds[args.mode]
+    data = bench.random_inputs(pred, args.batch)
+    load_s = time.perf_counter() - start
+    pred.predict(dict(data))
+    first_s = time.perf_counter() - start - load_s
+    for m in modes[1:]:
+        preds[m] = Predictor(file, device=pred.device, mode=m)
+    runners = {f"tensorlogic {m}": bench.ours(p, data) for m, p in preds.items()}
+    if args.mode != "interp":
+        runners[f"tensorlogic {args.mode} predict()"] = bench.ours_predict(pred, data)
+    if args.compare and args.torch_module:
+        module = bench.load_torch_module(args.torch_module)
+        half = pred.device.type == "cuda" and str(file.metadata().quantization) == "F16"
+        runners["pytorch eager"] = bench.torch_eager(module, data, pred.device, half, channels_last=half)
+        if pred.device.type == "cuda":
+            runners["pytorch cuda graph"] = bench.torch_cuda_graph(module, data, pred.device, half, half)
+        else:
+            runners["onnxruntime cpu"] = bench.onnxruntime_cpu(module, data, torch.get_num_threads())
+    total = len(runners) * (args.runs + 1)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"bench {os.path.basename(args.model)}", total=total)
+        timings = bench.compare(runners, pred.device, args.batch, args.warmup, args.runs,
+                                progress=lambda _name, n: progress.advance(task, max(n, 1)))
+    ours_name = f"tensorlogic {args.mode}"
+    ratio = bench.ratios(timings, ours_name)
+    device = torch.cuda.get_device_name(pred.device) if pred.device.type == "cuda" else \
+        f"cpu, {torch.get_num_threads()} threads"
+    engine_stats = getattr(pred.engine, "stats", None)
+    if args.json:
+        doc = {"model": args.model, "device": device, "torch": torch.__version__, "batch": args.batch,
+               "load_s": load_s, "first_prediction_s": first_s, "engine": engine_stats,
+               "timings": [dict(t.to_dict(), ours_over_this=ratio[t.name]) for t in timings]}
+        json.dump(doc, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return 0
+    console.print(f"[bold]{args.model}[/bold] on {device}, torch {torch.__version__}, batch {args.batch}")
+    console.print(f"load {load_s:.2f} s, first prediction {first_s:.2f} s (includes warm-up and graph capture)")
+    if engine_stats:
+        console.print(f"fusions {engine_stats['fusions']}, steps {engine_stats['steps'][0]} -> "
+                      f"{engine_stats['steps'][1]}, CUDA graphs {engine_stats['cuda_graphs']}")
+    table = Table(title_justify="left")
+    for col in ("runner", "median ms", "p90 ms", "items/s", "warm-up s", "ours/this"):
+        table.add_column(col, justify="left" if col == "runner" else "right")
+    for t in timings:
+        table.add_row(t.name, f"{t.median:.3f}", f"{t.p90:.3f}", f"{t.throughput:,.0f}", f"{t.warmup_s:.2f}",
+                      f"{ratio[t.name]:.2f}")
+    console.print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tl",
@@ -255,6 +331,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print only this output or intermediate variable (repeatable)")
     p.add_argument("--json", action="store_true", help="machine-readable output with every value")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("bench", help="time a Core ML model: latency, throughput, and the alternatives")
+    p.add_argument("model")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--batch", type=int, default=1, help="items per call (the model must accept it)")
+    p.add_argument("--mode", choices=["interp", "compiled", "compile"], default="compiled",
+                   help="execution path: the interpreter, the compiled path (default) or torch.compile")
+    p.add_argument("--compare", action="store_true",
+                   help="also time the other paths, and with --torch-module PyTorch and ONNX Runtime")
+    p.add_argument("--torch-module", default=None, metavar="MODULE:FACTORY",
+                   help="the original module for --compare, e.g. benchmarks.models:resnet50")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--runs", type=int, default=100, help="timed calls per runner")
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls per runner first")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("repl", help="interactive TensorLogic prompt")
     p.add_argument("--device", choices=["cpu", "gpu"], default=None)
