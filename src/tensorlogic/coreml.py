@@ -182,9 +182,10 @@ class MLModel:
 
     # --- prediction ----------------------------------------------------------------------------
 
-    def predict(self, data: Any, state: Any = None) -> Any:
-        """Outputs by name (numpy, PIL images, class labels) for a dict, or a list of those for a list."""
-        return self._model.predict(data, state=state)
+    def predict(self, data: Any, state: Any = None, **kwargs: Any) -> Any:
+        """Outputs by name (numpy, PIL images, class labels) for a dict, or a list of those for a list
+        (``batch=True``: one run on the items stacked along the first axis, see Predictor.predict)."""
+        return self._model.predict(data, state=state, **kwargs)
 
     def make_state(self) -> Any:
         """A fresh state object for a stateful model (``read_state`` / ``write_state`` by name)."""

@@ -588,7 +588,7 @@ def flexible(tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode", ["interp", "compiled"])
-def test_list_of_inputs_runs_as_one_batch(flexible, mode):
+def test_list_of_inputs_runs_as_one_batch_when_asked(flexible, mode):
     from tensorlogic.formats import open_model_file
     from tensorlogic.runtime.predictor import Predictor
 
@@ -599,7 +599,10 @@ def test_list_of_inputs_runs_as_one_batch(flexible, mode):
     pred.engine.run = lambda *a, **k: calls.append(a[0]["x"].shape) or run(*a, **k)
     items = [{"x": np.random.default_rng(i).standard_normal((n, 3, 6, 6)).astype(np.float32)}
              for i, n in enumerate((1, 2, 1))]
-    results = pred.predict(items)
+    pred.predict(items)  # item by item unless asked for a batch
+    assert calls == [(1, 3, 6, 6), (2, 3, 6, 6), (1, 3, 6, 6)]
+    calls.clear()
+    results = pred.predict(items, batch=True)
     assert calls == [(4, 3, 6, 6)]
     for item, res in zip(items, results):
         with torch.no_grad():
@@ -608,7 +611,7 @@ def test_list_of_inputs_runs_as_one_batch(flexible, mode):
         np.testing.assert_allclose(res["y"], expected, atol=1e-5, rtol=1e-4)
     calls.clear()
     too_many = [{"x": np.zeros((1, 3, 6, 6), np.float32)}] * 9  # 9 > the range's 8: one by one
-    assert len(pred.predict(too_many)) == 9 and calls == [(1, 3, 6, 6)] * 9
+    assert len(pred.predict(too_many, batch=True)) == 9 and calls == [(1, 3, 6, 6)] * 9
 
 
 @pytest.mark.slow

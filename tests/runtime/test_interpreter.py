@@ -427,7 +427,7 @@ def test_convert_param_kinds():
         convert_param("int", np.zeros(2), "auto", dev)
 
 
-def test_auto_policy_rounds_fp16_values_on_cpu_and_fp32_policy_does_not():
+def test_fp16_storage_policy_rounds_fp16_values_on_cpu_and_auto_does_not():
     fn = function(
         [ir.Var("x", t("fp16", 3))],
         [mk("mul", "y", t("fp16", 3), x="x", y=ir.scalar("fp16", 3.0))],
@@ -435,12 +435,27 @@ def test_auto_policy_rounds_fp16_values_on_cpu_and_fp32_policy_does_not():
     )
     x = np.array([0.1, 1.1, 1000.7], np.float16)
     exact = x.astype(np.float64) * 3
-    auto = Interpreter(fn, resolve=resolve).run({"x": torch.from_numpy(x).float()})["y"]
-    assert auto.dtype == torch.float32
-    np.testing.assert_array_equal(auto.numpy(), exact.astype(np.float16).astype(np.float32))
-    wide = Interpreter(fn, policy="fp32", resolve=resolve).run({"x": torch.from_numpy(x).float()})["y"]
-    np.testing.assert_allclose(wide.numpy(), exact, rtol=1e-7)
-    assert not np.array_equal(wide.numpy(), auto.numpy())
+    stored = Interpreter(fn, policy="fp16-storage", resolve=resolve).run({"x": torch.from_numpy(x).float()})["y"]
+    assert stored.dtype == torch.float32
+    np.testing.assert_array_equal(stored.numpy(), exact.astype(np.float16).astype(np.float32))
+    for policy in ("auto", "fp32"):
+        wide = Interpreter(fn, policy=policy, resolve=resolve).run({"x": torch.from_numpy(x).float()})["y"]
+        assert wide.dtype == torch.float32
+        np.testing.assert_allclose(wide.numpy(), exact, rtol=1e-7)
+        assert not np.array_equal(wide.numpy(), stored.numpy())
+
+
+def test_explicit_cast_to_fp16_rounds_under_auto_but_not_under_fp32():
+    fn = function(
+        [ir.Var("x", t("fp32", 3))],
+        [mk("cast", "y", t("fp16", 3), x="x", dtype=ir.scalar("string", "fp16"))],
+        ["y"],
+    )
+    x = np.array([0.1, 1.1, 1000.7], np.float32)
+    auto = Interpreter(fn, resolve=resolve).run({"x": torch.from_numpy(x)})["y"]
+    np.testing.assert_array_equal(auto.numpy(), x.astype(np.float16).astype(np.float32))
+    wide = Interpreter(fn, policy="fp32", resolve=resolve).run({"x": torch.from_numpy(x)})["y"]
+    np.testing.assert_array_equal(wide.numpy(), x)
 
 
 def test_ios16_constexpr_with_attribute_params_is_decompressed_at_load():

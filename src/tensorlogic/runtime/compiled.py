@@ -23,7 +23,7 @@ import contextlib
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -46,6 +46,7 @@ from .interpreter import (
     _outer_refs,
     _refs,
     convert_param,
+    cudnn_flags,
 )
 
 MODES = ("interp", "compiled", "compile")
@@ -199,19 +200,6 @@ def _capturable(body: BlockPlan, plan: Plan) -> bool:
     if any(isinstance(slot.type, ir.StateType) for slot in plan.inputs):
         return False
     return all(not step.blocks and not step.params for step in body.steps)
-
-
-@contextlib.contextmanager
-def _cudnn_flags() -> Iterator[None]:
-    # cuDNN's autotuner picks each conv's fastest algorithm once per shape (in the warm-up runs), and
-    # float32 convs stay float32 (PyTorch lets cuDNN use TF32 by default, ~1e-3 relative error); the
-    # process's own settings come back afterwards.
-    before = torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = True, False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = before
 
 
 class _Graph:
@@ -395,7 +383,8 @@ class CompiledProgram:
         return entry
 
     def _flags(self) -> contextlib.AbstractContextManager:
-        return _cudnn_flags() if self.device.type == "cuda" else contextlib.nullcontext()
+        # cuDNN's autotuner picks each conv's fastest algorithm once per shape, in the warm-up runs.
+        return cudnn_flags(benchmark=True) if self.device.type == "cuda" else contextlib.nullcontext()
 
     def _block(self, index: int, env: dict[str, Any]) -> Callable[..., tuple]:
         # Nested blocks (cond, while_loop) run in the interpreter, reading the locals they need.

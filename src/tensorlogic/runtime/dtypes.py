@@ -2,11 +2,14 @@
 
 The precision policy decides what a declared dtype computes as:
 
-- ``"auto"``: as declared on CUDA and MPS. On CPU half types (fp16, bf16) compute as float32, which is
-  faster there, and each value the program declares as a half type is rounded to it once made: fp16
-  storage with fp32 arithmetic, as the GPU path and Core ML do, so CPU and GPU results agree.
-- ``"fp32"``: half types compute as float32 without rounding (the most exact; not what the program says).
+- ``"auto"``: as declared on CUDA and MPS. On CPU half types (fp16, bf16) compute as float32 without
+  rounding, as Core ML's CPU path does: faster there and more exact. An explicit ``cast`` to a half type
+  still rounds to it (the program asks for that conversion).
+- ``"fp32"``: half types compute as float32 everywhere, without any rounding (the most exact).
 - ``"fp16"``: fp16 always computes as float16, even on CPU (for overflow studies).
+- ``"fp16-storage"``: as ``auto``, but on CPU each value the program declares as a half type is rounded
+  to it once made: fp16 storage with fp32 arithmetic, what the GPU path does, so CPU results track GPU
+  results (slower: one rounding pass per op).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 
 from ..errors import TensorLogicError
 
-POLICIES = ("auto", "fp32", "fp16")
+POLICIES = ("auto", "fp32", "fp16", "fp16-storage")
 
 # torch has no unsigned types beyond uint8 that its kernels support broadly, so wider unsigned
 # types widen to the next signed type that holds every value; sub-byte ints widen to one byte.
@@ -100,9 +103,12 @@ def compute_dtype(mil_dtype: str, policy: str = "auto", device: str | torch.devi
     return torch.float32 if device_type(device) == "cpu" else storage
 
 
-def storage_rounding(mil_dtype: str, policy: str = "auto", device: str | torch.device = "cpu") -> torch.dtype | None:
-    """The half type that values computed wider than declared are rounded through, else None."""
-    if policy != "auto" or mil_dtype not in _HALF:
+def storage_rounding(
+    mil_dtype: str, policy: str = "auto", device: str | torch.device = "cpu", explicit: bool = False
+) -> torch.dtype | None:
+    """The half type that values computed wider than declared are rounded through, else None.
+    ``explicit``: the value comes from a conversion the program asks for (``cast``)."""
+    if mil_dtype not in _HALF or not (policy == "fp16-storage" or (explicit and policy == "auto")):
         return None
     storage = torch_dtype(mil_dtype)
     return storage if compute_dtype(mil_dtype, policy, device) != storage else None

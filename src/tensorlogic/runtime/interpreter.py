@@ -14,10 +14,11 @@ the same way and reach their ops as plain callables, never as IR.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections import ChainMap
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +69,7 @@ class Step:
     params: dict[str, str]  # kind of each param in ``dynamic``, converted per run
     outputs: tuple[str, ...]
     out_dtypes: tuple[torch.dtype | None, ...]  # compute dtype of each declared tensor output
-    out_rounding: tuple[torch.dtype | None, ...]  # half type each output is rounded through (policy auto)
+    out_rounding: tuple[torch.dtype | None, ...]  # half type each output is rounded through (dtypes.py)
     free: tuple[str, ...] = ()  # variables whose last use is this step
     blocks: tuple[BlockPlan, ...] = ()
 
@@ -188,9 +189,9 @@ def _to_runtime(raw: Any, vtype: ir.ValueType | None, policy: str, device: torch
     return raw
 
 
-def _rounding(vtype: ir.ValueType, policy: str, device: torch.device) -> torch.dtype | None:
+def _rounding(vtype: ir.ValueType, policy: str, device: torch.device, explicit: bool) -> torch.dtype | None:
     if isinstance(vtype, ir.TensorType):
-        return storage_rounding(vtype.dtype, policy, device)
+        return storage_rounding(vtype.dtype, policy, device, explicit)
     return None
 
 
@@ -314,7 +315,7 @@ class _Planner:
             params=params,
             outputs=tuple(v.name for v in op.outputs),
             out_dtypes=tuple(_out_dtype(v.type, self.policy, self.device) for v in op.outputs),
-            out_rounding=tuple(_rounding(v.type, self.policy, self.device) for v in op.outputs),
+            out_rounding=tuple(_rounding(v.type, self.policy, self.device, op.type == "cast") for v in op.outputs),
             blocks=blocks,
         )
 
@@ -500,7 +501,8 @@ class Interpreter:
             if unknown:
                 raise InputError(f"no variable named {unknown[0]!r} in function {plan.function!r}")
         debug = _debug_level()
-        self._run_steps(plan.body.steps, env, keep, debug)
+        with cudnn_flags() if plan.device.type == "cuda" else contextlib.nullcontext():
+            self._run_steps(plan.body.steps, env, keep, debug)
         if wanted is None:
             return {n: _read(env, s) for n, s in zip(plan.body.output_names, plan.body.outputs)}
         result = {}
@@ -562,6 +564,21 @@ class Interpreter:
             return self._run_block(block, env, args, debug)
 
         return run
+
+
+@contextlib.contextmanager
+def cudnn_flags(benchmark: bool | None = None) -> Iterator[None]:
+    """float32 convs stay float32 (PyTorch lets cuDNN use TF32 by default, ~1e-3 relative error);
+    ``benchmark`` sets cuDNN's autotuner. The process's own settings come back afterwards."""
+    cudnn = torch.backends.cudnn
+    before = cudnn.benchmark, cudnn.allow_tf32
+    cudnn.allow_tf32 = False
+    if benchmark is not None:
+        cudnn.benchmark = benchmark
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.allow_tf32 = before
 
 
 def _debug_level() -> int:

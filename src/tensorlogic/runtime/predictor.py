@@ -197,12 +197,17 @@ class Predictor:
             values[feat.name] = StateValue(torch.zeros(tuple(feat.shape), dtype=dtype, device=self.device))
         return ModelState(self, self.signature.states, values)
 
-    def predict(self, data: Any, state: ModelState | None = None, outputs: Iterable[str] | None = None) -> Any:
-        """Outputs by name for one input dict, or a list of those for a list of input dicts."""
+    def predict(self, data: Any, state: ModelState | None = None, outputs: Iterable[str] | None = None,
+                batch: bool = False) -> Any:
+        """Outputs by name for one input dict, or a list of those for a list of input dicts.
+
+        A list runs item by item, like coremltools. ``batch=True`` runs it as one batch along the
+        first axis where the shapes allow: only for models whose first axis is a batch axis (the
+        items must not interact there, which no declared shape can prove)."""
         if isinstance(data, (list, tuple)):
             if state is not None:
                 raise InputError("a state can only be used with a single prediction, not a batch")
-            batched = self._predict_batch(data, outputs) if len(data) > 1 else None
+            batched = self._predict_batch(data, outputs) if batch and len(data) > 1 else None
             if batched is not None:
                 return batched
             return [self._predict_one(d, None, outputs) for d in data]
