@@ -95,6 +95,14 @@ def _scatter_along(data, axis, index, updates, mode, wrap_negative, validate, wh
     return out if validate else out.narrow(axis, 0, size)
 
 
+def _scatter_update(data, axis, index, updates):
+    # Where indices repeat, the last update in order wins, as in the spec's sequential definition;
+    # torch's scatter leaves that choice to the device (CUDA picks any), so pick the winner first.
+    order = torch.arange(updates.numel(), device=updates.device).reshape(updates.shape)
+    winner = torch.full(data.shape, -1, dtype=torch.long, device=data.device).scatter_reduce(axis, index, order, "amax")
+    return torch.where(winner >= 0, updates.reshape(-1)[winner.clamp(min=0)], data)
+
+
 def _scatter_div(data, axis, index, updates):
     denom = torch.ones_like(data).scatter_reduce(axis, index, updates, "prod")
     if data.is_floating_point():
@@ -103,7 +111,7 @@ def _scatter_div(data, axis, index, updates):
 
 
 _SCATTER_MODES = {
-    "update": lambda d, a, i, u: d.scatter(a, i, u),
+    "update": _scatter_update,
     "add": lambda d, a, i, u: d.scatter_add(a, i, u),
     "sub": lambda d, a, i, u: d.scatter_add(a, i, -u),
     "mul": lambda d, a, i, u: d.scatter_reduce(a, i, u, "prod"),
