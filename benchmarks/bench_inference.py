@@ -307,7 +307,7 @@ def main() -> None:
     ap.add_argument("--big-batch", type=int, default=256, help="gpu suite: the throughput batch")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default=None)
-    ap.add_argument("--policies", default="auto,fp32", help="CPU precision policies for our compiled path")
+    ap.add_argument("--policies", default="auto,fp16-storage", help="CPU precision policies for our compiled path")
     ap.add_argument("--compile", default=None, help="also time mode=compile with this torch.compile mode")
     ap.add_argument("--anchor-compile", default=None, help="also time torch.compile(MODE) of the eager module")
     ap.add_argument("--repeat", type=int, default=3, help="fresh processes for the load suite")
