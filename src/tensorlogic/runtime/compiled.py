@@ -47,6 +47,7 @@ from .interpreter import (
     _refs,
     convert_param,
     cudnn_flags,
+    last_uses,
 )
 
 MODES = ("interp", "compiled", "compile")
@@ -121,7 +122,7 @@ class _Lowered:
     def _generate(self, checked: bool) -> str:
         body = self.body
         args = [self._ident(slot.name) for slot in self.plan.inputs]
-        last = _last_uses(body)
+        last = last_uses(body)
         keep = {n for src in body.outputs for n in _refs(src)}
         lines = [f"def forward({', '.join(args)}):"]
         pad = "    "
@@ -165,20 +166,6 @@ class _Lowered:
             lines += ["    except _OpError:", "        raise",
                       "    except Exception as e:", "        raise _fail(i, e, locals()) from e"]
         return "\n".join(lines) + "\n"
-
-
-def _last_uses(body: BlockPlan) -> dict[str, int]:
-    last: dict[str, int] = {}
-    for i, step in enumerate(body.steps):
-        for src in step.dynamic.values():
-            for n in _refs(src):
-                last[n] = i
-        for block in step.blocks:
-            for n in _outer_refs(block):
-                last[n] = i
-        for n in step.outputs:
-            last.setdefault(n, i)
-    return last
 
 
 def _channels_last(body: BlockPlan, device: torch.device) -> BlockPlan:

@@ -359,9 +359,8 @@ def _outer_refs(plan: BlockPlan) -> set[str]:
     return used
 
 
-def _assign_frees(plan: BlockPlan, outer_inputs: tuple[str, ...] = ()) -> None:
-    keep = {n for src in plan.outputs for n in _refs(src)}
-    defined = set(plan.inputs) | set(outer_inputs)
+def last_uses(plan: BlockPlan) -> dict[str, int]:
+    """The index of the last step that reads each name (or makes it, if nothing reads it)."""
     last: dict[str, int] = {}
     for i, step in enumerate(plan.steps):
         for src in step.dynamic.values():
@@ -372,7 +371,14 @@ def _assign_frees(plan: BlockPlan, outer_inputs: tuple[str, ...] = ()) -> None:
                 last[n] = i
         for n in step.outputs:
             last.setdefault(n, i)  # never read: free right after it is made
-            defined.add(n)
+    return last
+
+
+def _assign_frees(plan: BlockPlan, outer_inputs: tuple[str, ...] = ()) -> None:
+    keep = {n for src in plan.outputs for n in _refs(src)}
+    defined = set(plan.inputs) | set(outer_inputs)
+    defined.update(n for step in plan.steps for n in step.outputs)
+    last = last_uses(plan)
     frees: dict[int, list[str]] = {}
     for n, i in last.items():
         if n in defined and n not in keep:
