@@ -101,7 +101,7 @@ def bench_cpu(name: str, raw: np.ndarray, shape: tuple[int, int], want: np.ndarr
     row["eager"] = n / best_time(lambda: gqt.dequantize_torch(src, name, shape), args.repeat)
     if args.compile:
         blocks = src.reshape(-1, gq.TYPE_INFO[name][1]) if gq.TYPE_INFO[name][0] > 1 else src
-        compiled = torch.compile(gqt.block_kernel(name, "cpu"), dynamic=False)
+        compiled = gqt.block_kernel(name, "cpu", compile=True)
         exact &= bits_equal(compiled(blocks).reshape(shape).numpy(), want)
         row["compiled"] = n / best_time(lambda: compiled(blocks), args.repeat)
     row["exact"] = exact
@@ -121,7 +121,7 @@ def bench_cuda(name: str, raw: np.ndarray, shape: tuple[int, int], want: np.ndar
     row["eager"] = n / best_time(lambda: gqt.dequantize_torch(src, name, shape, dtype=torch.float16), args.repeat, sync)
     if args.compile:
         blocks = src.reshape(-1, gq.TYPE_INFO[name][1]) if gq.TYPE_INFO[name][0] > 1 else src
-        compiled = torch.compile(gqt.block_kernel(name, "cuda", torch.float16), dynamic=False)
+        compiled = gqt.block_kernel(name, "cuda", torch.float16, compile=True)
         row["compile_exact"] = np.array_equal(compiled(blocks).reshape(shape).cpu().numpy(), half)
         row["compiled"] = n / best_time(lambda: compiled(blocks), args.repeat, sync)
     return row

@@ -38,11 +38,14 @@ def dequantize_torch(
     *,
     path: str | os.PathLike | None = None,
     offset: int | None = None,
+    compile: bool = False,
 ) -> torch.Tensor:
     """Values of a GGUF tensor from its raw little-endian bytes (uint8), on ``raw.device``.
 
     Computed in float32, then cast to ``dtype`` (float32, float16 or bfloat16). F32 with float32
     output is a view of ``raw``. ``path``/``offset`` only name the tensor in error messages.
+    ``compile``: run the type's ``torch.compile``d kernel (one fused kernel; compiling takes seconds
+    the first time a type is seen, so it pays off for large tensors or many of them).
     """
     if dtype not in _OUT_DTYPES:
         raise UnsupportedError(f"GGUF dequantization gives float32, float16 or bfloat16, not {dtype}")
@@ -50,26 +53,33 @@ def dequantize_torch(
         raw = raw.contiguous().view(torch.uint8)
     raw = raw.reshape(-1)
     name, dims, n_blocks = ref.check(raw.numel(), qtype, shape, path, offset)
-    kernel = block_kernel(name, raw.device, dtype)
+    kernel = block_kernel(name, raw.device, dtype, compile=compile)
     if name in _PLAIN:
         return kernel(_aligned(raw)).reshape(dims)
     return kernel(raw.reshape(n_blocks, ref.TYPE_INFO[name][1])).reshape(dims)
 
 
 def block_kernel(
-    qtype: Any, device: torch.device | str, dtype: torch.dtype = torch.float32
+    qtype: Any, device: torch.device | str, dtype: torch.dtype = torch.float32, compile: bool = False
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The pure tensor function of ``qtype``: raw bytes as (blocks, bytes per block) -> values in ``dtype``.
 
-    Its lookup tables are bound in, and each type has its own function (code object), so
-    ``torch.compile`` keeps one graph per type. Values are computed in float32; the last float
-    operation writes ``dtype`` directly (one rounding). Plain types take the flat bytes.
+    Its lookup tables are bound in. Values are computed in float32; the last float operation writes
+    ``dtype`` directly (one rounding). Plain types take the flat bytes. ``compile``: the type's
+    ``torch.compile``d function instead.
     """
     name = ref.type_name(qtype)
     if name in _PLAIN:
-        return functools.partial(_plain, name=name, dtype=dtype)
+        return functools.partial(_compiled("_plain") if compile else _plain, name=name, dtype=dtype)
     fn, keys = KERNELS[name]
-    return functools.partial(fn, *(lookup(k, device) for k in keys), dtype=dtype)
+    return functools.partial(_compiled(name) if compile else fn, *(lookup(k, device) for k in keys), dtype=dtype)
+
+
+@functools.cache
+def _compiled(name: str) -> Kernel:
+    # Compile each type's own function, never a partial of it: torch.compile runs every partial
+    # through one wrapper function, whose graphs all count against one recompile limit (8 types).
+    return torch.compile(_plain if name == "_plain" else KERNELS[name][0])
 
 
 def _aligned(raw: torch.Tensor) -> torch.Tensor:
