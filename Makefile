@@ -23,7 +23,8 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
-# The whole coremltools op suite on our executor (docs/CONFORMANCE.md); about 40 min on 2 cores.
+# coremltools' op tests (both backends) and wheel suites on our executors (docs/CONFORMANCE.md);
+# about 65 min on 2 cores.
 conformance: $(STAMP)
 	$(PY) -m tests.conformance.run --jobs 2
 

@@ -6,9 +6,15 @@ Load it with ``-p tests.conformance.plugin`` (see README.md). On import it
   tests compare numbers instead of passing vacuously; ``skipif`` marks are evaluated when the test
   modules are collected, which is why this must happen at plugin import;
 - replaces coremltools' native prediction proxy (``_MLModelProxy``) with ``TensorLogicProxy``, which
-  loads the saved model with ``tensorlogic.load_model`` and predicts on our executor.
+  loads the saved model with ``tensorlogic.load_model`` and predicts on our executor (ML Programs,
+  NeuralNetworks, pipelines and classic models);
+- for the wheel's suites: serves ``coremltools.test.utils.load_boston`` offline (synthetic data of the
+  same layout) and exposes libsvm-official's bindings under their old module names.
 
-During collection it deselects the neuralnetwork-backend cases (counted separately; another issue),
+During collection it keeps the cases of one backend (``--tl-backend``: ``mlprogram``, the default, drops
+the neuralnetwork-backend cases and counts them, keeping cases without a backend parameter, such as
+the wheel's ``coremltools/test`` suites; ``neuralnetwork`` keeps only the neuralnetwork-backend cases;
+``all`` keeps everything),
 applies ``excludes.txt`` (known failures run as non-strict xfail; ``[skip]`` entries do not run), and
 can keep a stable sample of cases (``--tl-sample N``). Every case's outcome, and whether it reached our
 executor, goes to ``--tl-results FILE`` (JSON lines) for ``run.py``.
@@ -24,6 +30,7 @@ import json
 import logging
 import os
 import re
+import sys
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -50,6 +57,8 @@ MACOS_VERSION = (15, 5)
 HERE = Path(__file__).resolve().parent
 EXCLUDES = Path(os.environ.get("TL_CONFORMANCE_EXCLUDES", HERE / "excludes.txt"))
 TESTS_MARKER = "mil/ops/tests/"
+# The wheel's other suites (neural_network, pipeline, sklearn_tests, xgboost_tests) live here.
+WHEEL_TESTS_MARKER = "coremltools/test/"
 SABOTAGE = os.environ.get("TL_CONFORMANCE_SABOTAGE", "") not in ("", "0")
 # The device our executor uses: cpu unless the run asks for another (``TL_CONFORMANCE_DEVICE=cuda``).
 DEVICE = os.environ.get("TL_CONFORMANCE_DEVICE", "cpu")
@@ -65,15 +74,87 @@ def _is_macos() -> bool:
 
 _deps._IS_MACOS = True
 _testing_utils._IS_MACOS = True
+# Modules that imported the originals by name (``from coremltools.models.utils import _macos_version``,
+# e.g. quantization_utils) keep them: replace every binding already made. The real ones run ``sw_vers``.
+_originals = {_ct_utils._is_macos: _is_macos, _ct_utils._macos_version: _macos_version}
+for _name, _module in list(sys.modules.items()):
+    if _name.startswith("coremltools") and _module is not None:
+        for _attr in ("_is_macos", "_macos_version"):
+            _value = getattr(_module, _attr, None)
+            if _value in _originals:
+                setattr(_module, _attr, _originals[_value])
 for _module in (_ct_utils, _ct_model):
     _module._is_macos = _is_macos
     _module._macos_version = _macos_version
 
 
+# --- the Boston housing data, offline ------------------------------------------------------------
+
+# The wheel's sklearn/pipeline/xgboost tests call ``coremltools.test.utils.load_boston``, which downloads
+# the data set from lib.stat.cmu.edu (no network here; scikit-learn no longer ships it). The tests
+# compare the converted model's predictions with the scikit-learn/xgboost model's own, so any data of
+# the same layout serves: 506 rows of 13 features with the original columns' ranges and kinds
+# (binary CHAS, integer RAD and TAX, ZN in steps of 12.5), and a target in the original 5-50 range.
+
+
+def synthetic_boston() -> dict[str, np.ndarray]:
+    """Boston-shaped data (``data`` [506, 13], ``target``, ``feature_names``), from a fixed seed."""
+    rng = np.random.default_rng(506)
+    n = 506
+    cols = [
+        np.round(rng.exponential(3.6, n), 5),  # CRIM
+        rng.choice([0.0, 0.0, 0.0, 12.5, 20.0, 25.0, 80.0], n),  # ZN
+        np.round(rng.uniform(0.46, 27.74, n), 2),  # INDUS
+        (rng.random(n) < 0.07).astype(np.float64),  # CHAS
+        np.round(rng.uniform(0.385, 0.871, n), 3),  # NOX
+        np.round(rng.normal(6.28, 0.7, n), 3),  # RM
+        np.round(rng.uniform(2.9, 100.0, n), 1),  # AGE
+        np.round(rng.uniform(1.13, 12.13, n), 4),  # DIS
+        rng.choice([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 24.0], n),  # RAD
+        rng.integers(187, 712, n).astype(np.float64),  # TAX
+        np.round(rng.uniform(12.6, 22.0, n), 1),  # PTRATIO
+        np.round(rng.uniform(0.32, 396.9, n), 2),  # B
+        np.round(rng.uniform(1.73, 37.97, n), 2),  # LSTAT
+    ]
+    data = np.ascontiguousarray(np.stack(cols, axis=1))
+    target = 22.5 + 5.0 * (data[:, 5] - 6.28) - 0.5 * (data[:, 12] - 12.6) - 0.1 * data[:, 0] + rng.normal(0, 2, n)
+    names = np.array(["CRIM", "ZN", "INDUS", "CHAS", "NOX", "RM", "AGE", "DIS", "RAD", "TAX", "PTRATIO", "B",
+                      "LSTAT"], dtype="<U7")
+    return {"data": data, "target": np.round(np.clip(target, 5.0, 50.0), 1), "feature_names": names}
+
+
+try:
+    import coremltools.test.utils as _wheel_test_utils  # needs pandas, which only the suite runs install
+except ImportError:
+    _wheel_test_utils = None
+if _wheel_test_utils is not None:
+    _wheel_test_utils.load_boston = synthetic_boston
+
+
+# The wheel's libsvm tests import libsvm's Python bindings by their old top-level names (``svmutil``,
+# ``svm``); the libsvm-official package (3.30, put on the path by run.py) holds them inside ``libsvm``,
+# and has no ``libsvm.__version__``, which coremltools' libsvm converter writes into the model metadata.
+try:
+    import libsvm.svm
+    import libsvm.svmutil
+except ImportError:
+    pass
+else:
+    from importlib.metadata import PackageNotFoundError, version
+
+    sys.modules.setdefault("svm", libsvm.svm)
+    sys.modules.setdefault("svmutil", libsvm.svmutil)
+    if not hasattr(libsvm, "__version__"):
+        try:
+            libsvm.__version__ = version("libsvm-official")
+        except PackageNotFoundError:
+            libsvm.__version__ = "unknown"
+
+
 # --- the proxy ---------------------------------------------------------------------------------
 
 _current: dict[str, Any] = {"nodeid": None, "reached": False, "ops": set(), "model_type": None,
-                            "fp16_tolerance": False}
+                            "fp16_tolerance": False, "backend": None}
 
 
 def _perturb(value: Any) -> Any:
@@ -110,7 +191,25 @@ def _as_framework_error() -> Iterator[None]:
     try:
         yield
     except OpError as e:
-        raise RuntimeError(f"Unable to compute the prediction using ML Program. ({e})") from e
+        kind = _current["model_type"]
+        what = "ML Program" if kind in (None, "mlProgram") else "a neural network model" if kind in _NN_TYPES \
+            else "the model"
+        raise RuntimeError(f"Unable to compute the prediction using {what}. ({e})") from e
+
+
+_NN_TYPES = ("neuralNetwork", "neuralNetworkClassifier", "neuralNetworkRegressor")
+_PIPELINE_TYPES = ("pipeline", "pipelineClassifier", "pipelineRegressor")
+
+
+def _spec_parts(spec: Any) -> set[str]:
+    """What a non-ML-Program model is made of: NeuralNetwork layer types, else model types (pipelines opened)."""
+    kind = spec.WhichOneof("Type")
+    if kind in _NN_TYPES:
+        return {layer.WhichOneof("layer") or "?" for layer in getattr(spec, kind).layers}
+    if kind in _PIPELINE_TYPES:
+        pipe = spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline
+        return set().union(*(_spec_parts(m) for m in pipe.models)) if len(pipe.models) else set()
+    return {kind or "?"}
 
 
 class TensorLogicProxy:
@@ -150,6 +249,8 @@ class TensorLogicProxy:
         program = getattr(self.model.file, "program", None)
         if program is not None:
             _current["ops"].update(t for t in program.op_histogram() if t != "const")
+        elif getattr(self.model.file, "spec", None) is not None:
+            _current["ops"].update(_spec_parts(self.model.file.spec))
         return self.model
 
     def predict(self, data: dict, state: Any = None) -> dict:
@@ -222,8 +323,11 @@ _ops_testing_utils.compare_backend = _compare_backend
 
 def short_id(nodeid: str) -> str:
     """A node id from the ops/tests folder on: ``iOS14/test_conv.py::TestConv::test_x[...]``."""
-    i = nodeid.find(TESTS_MARKER)
-    return nodeid[i + len(TESTS_MARKER):] if i >= 0 else nodeid
+    for marker in (TESTS_MARKER, WHEEL_TESTS_MARKER):
+        i = nodeid.find(marker)
+        if i >= 0:
+            return nodeid[i + len(marker):]
+    return nodeid
 
 
 def load_excludes(path: Path = EXCLUDES) -> list[tuple[str, str]]:
@@ -263,6 +367,9 @@ def pytest_addoption(parser: Any) -> None:
     group.addoption("--tl-results", default=None, help="write one JSON line per case to this file")
     group.addoption("--tl-sample", type=int, default=1, help="keep a stable 1-in-N sample of the cases")
     group.addoption("--tl-no-excludes", action="store_true", help="ignore excludes.txt")
+    group.addoption("--tl-backend", choices=("mlprogram", "neuralnetwork", "all"),
+                    default=os.environ.get("TL_CONFORMANCE_BACKEND", "mlprogram"),
+                    help="which backend's cases of the op tests to run (default mlprogram)")
 
 
 _results: dict[str, Any] = {"file": None, "deselected_nn": 0}
@@ -277,7 +384,8 @@ def pytest_configure(config: Any) -> None:
 def pytest_unconfigure(config: Any) -> None:
     fh = _results.get("file")
     if fh is not None:
-        fh.write(json.dumps({"summary": True, "deselected_neuralnetwork": _results["deselected_nn"]}) + "\n")
+        fh.write(json.dumps({"summary": True, "deselected_neuralnetwork": _results["deselected_nn"],
+                             "backend": _results.get("backend", "mlprogram")}) + "\n")
         fh.close()
         _results["file"] = None
 
@@ -285,11 +393,14 @@ def pytest_unconfigure(config: Any) -> None:
 def pytest_collection_modifyitems(session: Any, config: Any, items: list) -> None:
     keep, nn = [], []
     sample = max(1, int(config.getoption("--tl-sample")))
+    wanted = config.getoption("--tl-backend")
     files_kept: set[str] = set()
     for item in items:
         backend, _, _ = case_backend(item)
-        if backend == "neuralnetwork":
-            nn.append(item)
+        if wanted != "all" and (backend == "neuralnetwork") != (wanted == "neuralnetwork") \
+                and (backend is not None or wanted == "neuralnetwork"):
+            if backend == "neuralnetwork":
+                nn.append(item)
             continue
         # A sample keeps each case with a stable 1-in-N chance, and the first case of every file,
         # so that every family is represented.
@@ -301,6 +412,7 @@ def pytest_collection_modifyitems(session: Any, config: Any, items: list) -> Non
     kept = set(keep)
     dropped = [i for i in items if i not in kept]
     _results["deselected_nn"] = len(nn)
+    _results["backend"] = wanted
     if dropped:
         config.hook.pytest_deselected(items=dropped)
     items[:] = keep
@@ -317,7 +429,8 @@ def pytest_collection_modifyitems(session: Any, config: Any, items: list) -> Non
 
 
 def pytest_runtest_setup(item: Any) -> None:
-    _current.update(nodeid=item.nodeid, reached=False, ops=set(), model_type=None, fp16_tolerance=False)
+    _current.update(nodeid=item.nodeid, reached=False, ops=set(), model_type=None, fp16_tolerance=False,
+                    backend=case_backend(item)[0])
 
 
 _outcomes: dict[str, str] = {}
@@ -368,6 +481,7 @@ def _record(report: Any, outcome: str, message: str) -> None:
         "reached": reached,
         "ops": sorted(_current["ops"]) if reached else [],
         "model_type": _current["model_type"] if reached else None,
+        "backend": _current.get("backend") if _current["nodeid"] == report.nodeid else None,
         "fp16_tolerance": bool(_current["fp16_tolerance"]) and reached,
         "message": message,
     }) + "\n")
@@ -380,7 +494,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     tr.write_sep("-", "tensorlogic conformance")
     tr.write_line(f"coremltools {coremltools.__version__}; predictions by TensorLogic on {DEVICE}"
                   + (" (SABOTAGE: outputs perturbed)" if SABOTAGE else ""))
-    tr.write_line(f"neuralnetwork-backend cases deselected: {_results['deselected_nn']}")
+    if _results.get("backend", "mlprogram") == "mlprogram":
+        tr.write_line(f"neuralnetwork-backend cases deselected: {_results['deselected_nn']}")
     counts = {k: len(v) for k, v in stats.items() if k in ("passed", "failed", "error", "skipped", "xfailed",
                                                               "xpassed")}
     tr.write_line("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))

@@ -280,10 +280,12 @@ def test_image_output_is_a_pil_image_in_declared_channel_order(models):
     model = tl.load_model(models["image_out"], device="cpu")
     x = np.random.default_rng(2).integers(0, 128, (1, 3, 5, 6)).astype(np.float32)
     pic = model.predict({"x": x})["pic"]
-    assert isinstance(pic, Image.Image) and pic.mode == "RGB" and pic.size == (6, 5)
+    # coremltools returns colour image outputs as RGBA (Core ML's 32-bit pixel buffers), alpha opaque
+    assert isinstance(pic, Image.Image) and pic.mode == "RGBA" and pic.size == (6, 5)
     # BGR layout: the program's channel 0 is blue
     expected = (x[0] * 2.0)[::-1].transpose(1, 2, 0).astype(np.uint8)
-    np.testing.assert_array_equal(np.asarray(pic), expected)
+    np.testing.assert_array_equal(np.asarray(pic)[:, :, :3], expected)
+    assert (np.asarray(pic)[:, :, 3] == 255).all()
 
 
 @pytest.mark.parametrize(("name", "labels"), [("classifier", ["cat", "dog", "eel"]), ("classifier_int", [10, 20, 30])])
@@ -399,12 +401,15 @@ def test_predict_on_cuda_matches_torch(models):
     np.testing.assert_allclose(model.predict({"x": x})["y"], _affine_ref(x), atol=1e-5, rtol=1e-4)
 
 
-def test_neuralnetwork_model_is_unsupported_at_load(tmp_path):
+def test_neuralnetwork_model_predicts(tmp_path):
     traced = torch.jit.trace(_Affine().eval(), torch.rand(2, 4))
     path = tmp_path / "nn.mlmodel"
-    ct.convert(traced, inputs=[ct.TensorType(name="x", shape=(2, 4))], convert_to="neuralnetwork").save(str(path))
-    with pytest.raises(UnsupportedError, match=r"neuralNetwork Core ML model is not an ML Program"):
-        tl.load_model(path)
+    ct.convert(traced, inputs=[ct.TensorType(name="x", shape=(2, 4))], outputs=[ct.TensorType(name="y")],
+               convert_to="neuralnetwork").save(str(path))
+    x = np.random.default_rng(3).random((2, 4), dtype=np.float32)
+    got = tl.load_model(path).predict({"x": x})
+    assert list(got) == ["y"] and got["y"].dtype == np.float32
+    np.testing.assert_allclose(got["y"], _affine_ref(x), atol=1e-5, rtol=1e-4)
 
 
 def test_coreml_mlmodel_drop_in(models):

@@ -160,8 +160,34 @@ def check_shape(feat: Feature, shape: tuple[int, ...]) -> None:
             raise InputError(bad)
 
 
-def array_input(feat: Feature, value: Any) -> np.ndarray:
-    """A non-image input as a numpy array of the declared dtype and an accepted shape."""
+def _declared_rank(feat: Feature) -> int | None:
+    if feat.enumerated:
+        return len(feat.enumerated[0])
+    if feat.ranges:
+        return len(feat.ranges)
+    return len(feat.shape) if feat.shape is not None else None
+
+
+def check_shape_leading(feat: Feature, shape: tuple[int, ...], leading: int) -> None:
+    """``check_shape``, also accepting up to ``leading`` extra leading axes before an accepted shape."""
+    try:
+        check_shape(feat, shape)
+    except InputError as error:
+        rank = _declared_rank(feat)
+        if not leading or rank is None or not rank < len(shape) <= rank + leading:
+            raise
+        try:
+            check_shape(feat, shape[len(shape) - rank:])
+        except InputError:
+            raise error from None
+
+
+def array_input(feat: Feature, value: Any, leading: int = 0, flat: bool = False) -> np.ndarray:
+    """A non-image input as a numpy array of the declared dtype and an accepted shape.
+
+    ``leading``: extra leading axes allowed (NeuralNetworks with the rank-5 mapping take ``[Seq, Batch]``
+    in front). ``flat``: any shape holding the declared number of elements is reshaped to the declared
+    shape (classic models read their arrays flat, so Core ML takes ``[1, N]`` for ``[N]``)."""
     tensor_type = type(value).__module__.startswith("torch")
     if tensor_type and hasattr(value, "detach"):
         value = value.detach().cpu()
@@ -186,7 +212,11 @@ def array_input(feat: Feature, value: Any) -> np.ndarray:
         arr = arr.reshape(())
     elif feat.kind in ("int64", "double") and arr.ndim == 0:
         arr = arr.reshape(1)
-    check_shape(feat, tuple(arr.shape))
+    static = feat.shape is not None and all(isinstance(d, int) for d in feat.shape) and not feat.ranges \
+        and not feat.enumerated
+    if flat and static and arr.shape != feat.shape and arr.size == int(np.prod(feat.shape, dtype=np.int64)):
+        arr = arr.reshape(feat.shape)
+    check_shape_leading(feat, tuple(arr.shape), leading)
     return arr
 
 
@@ -243,7 +273,7 @@ def image_input(feat: Feature, value: Any) -> np.ndarray:
 
 
 def image_output(feat: Feature, arr: np.ndarray) -> Any:
-    """A program's image output (channels first, 0–255) as a PIL image."""
+    """A program's image output (channels first, 0–255) as a PIL image: ``L``, ``F``, or ``RGBA`` for colour."""
     from PIL import Image
 
     data = np.asarray(arr, dtype=np.float32)
@@ -259,7 +289,10 @@ def image_output(feat: Feature, arr: np.ndarray) -> Any:
         return Image.fromarray(pixels[0], mode="L")
     if space == "BGR":
         pixels = pixels[::-1]
-    return Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)), mode="RGB")
+    # Core ML hands colour images out in 32-bit pixel buffers, which coremltools returns as RGBA.
+    alpha = np.full((1, *pixels.shape[1:]), 255, np.uint8)
+    rgba = np.concatenate([pixels[:3], alpha])
+    return Image.fromarray(np.ascontiguousarray(rgba.transpose(1, 2, 0)), mode="RGBA")
 
 
 def label_value(value: Any) -> Any:

@@ -1,12 +1,13 @@
-"""``Predictor``: coremltools-compatible prediction for a Core ML ML Program on PyTorch.
+"""``Predictor``: coremltools-compatible prediction for a Core ML model on PyTorch.
 
-``predict(data, state=None, outputs=None)`` takes a dict (or a list of dicts) of inputs and returns a
-dict of outputs the way ``coremltools.models.MLModel.predict`` does: numpy arrays, PIL images for
-image outputs, and for classifiers the class label plus a ``{label: probability}`` dict. A predictor
-is safe to share between threads: each run has its own environment, and states live in the
-``ModelState`` objects the caller passes.
+ML Programs run on the interpreter (or its compiled path); every other model type (NeuralNetwork,
+pipelines, trees, GLM, SVM, preprocessors, ...) runs on ``runtime.classic.build``'s runner through
+``SpecPredictor``, with the same features at the boundary. ``predict(data, state=None, outputs=None)``
+takes a dict (or a list of dicts) of inputs and returns a dict of outputs the way
+``coremltools.models.MLModel.predict`` does: numpy arrays, PIL images for image outputs, and for
+classifiers the class label plus a ``{label: probability}`` dict. A predictor is safe to share between
+threads: each run has its own environment, and states live in the ``ModelState`` objects the caller passes.
 """
-
 from __future__ import annotations
 
 import os
@@ -110,7 +111,14 @@ class ModelState:
 
 
 class Predictor:
-    """Runs one function of a Core ML ML Program with coremltools' ``predict`` conventions."""
+    """Runs one function of a Core ML ML Program with coremltools' ``predict`` conventions.
+
+    ``Predictor(file)`` of a model that is not an ML Program makes a ``SpecPredictor`` instead."""
+
+    def __new__(cls, file: Any, *args: Any, **kwargs: Any) -> Predictor:
+        if cls is Predictor and getattr(file, "program", None) is None:
+            cls = SpecPredictor
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -124,14 +132,8 @@ class Predictor:
     ):
         self.file = file
         self.compute_units = compute_units_name(compute_units)
-        program: ir.Program | None = getattr(file, "program", None)
+        program: ir.Program = file.program
         spec = getattr(file, "spec", None)
-        if program is None:
-            model_type = getattr(file, "model_type", None) or (spec.WhichOneof("Type") if spec is not None else None)
-            raise UnsupportedError(
-                f"{file.path}: {model_type or 'this'} Core ML model is not an ML Program; "
-                "only ML Programs (mlprogram) can be run for now"
-            )
         self.program = program
         self.function_name = self._pick_function(program, spec, function_name)
         function = program.functions[self.function_name]
@@ -313,9 +315,12 @@ class Predictor:
                 out[feat.name] = label_value(value)
             elif feat.kind == "image":
                 out[feat.name] = image_output(feat, to_numpy(value))
+            elif isinstance(value, torch.Tensor):
+                out[feat.name] = to_numpy(value, feat.dtype)
+            elif feat.kind in ("int64", "double", "sequence"):
+                out[feat.name] = value  # Python int / float / list, as coremltools returns them
             else:
-                arr = to_numpy(value, feat.dtype) if isinstance(value, torch.Tensor) else np.asarray(value)
-                out[feat.name] = arr
+                out[feat.name] = np.asarray(value)
         return out
 
     def check_input_shape(self, name: str, shape: tuple[int, ...]) -> None:
@@ -327,6 +332,117 @@ class Predictor:
 
     def __repr__(self) -> str:
         return f"<Predictor {self.function_name} on {self.device}>"
+
+
+class SpecPredictor(Predictor):
+    """Runs a Core ML model that is not an ML Program (NeuralNetwork, pipeline, tree ensemble, GLM, SVM,
+    preprocessor, ...) on ``runtime.classic.build``'s runner, with the ML Program predictor's features."""
+
+    def __init__(
+        self,
+        file: Any,
+        device: str | torch.device | None = "auto",
+        compute_units: Any = "ALL",
+        function_name: str | None = None,
+        policy: str | None = None,
+        mode: str | None = None,
+        compile_options: Mapping[str, Any] | None = None,
+    ):
+        from .classic import build
+
+        self.file = file
+        self.compute_units = compute_units_name(compute_units)
+        spec = getattr(file, "spec", None)
+        if spec is None:
+            raise UnsupportedError(f"{file.path}: the Core ML model has neither an ML Program nor a model spec")
+        if function_name not in (None, "", "main"):
+            raise InputError(f"{file.path}: no function {function_name!r}; the model has a single function (main)")
+        self.program = None
+        self.function_name = "main"
+        self.model_type = spec.WhichOneof("Type")
+        self.device = resolve_device(device, self.compute_units)
+        self.policy = policy or os.environ.get("TL_PRECISION", "auto")
+        # These models run layer by layer (or on the host); the compiled ML Program path does not apply.
+        self.mode = "interp"
+        self.runner = build(spec, self.device, self.policy, loader=getattr(file, "_load_blob", None))
+        self.engine = self.runner
+        self.interpreter = None
+        self._slots = {}
+        inputs, outputs, states = file.feature_specs(None)
+        desc = spec.description
+        self.signature = build_signature(inputs, outputs, states, {}, desc.predictedFeatureName,
+                                         desc.predictedProbabilitiesName)
+        for feat in self.signature.inputs + self.signature.outputs:
+            if feat.dtype == "unknown" or (feat.kind == "image" and feat.dtype == "uint8"):
+                feat.dtype = "fp32" if feat.kind in ("image", "multiArray") else None
+        # NeuralNetworks with the legacy rank-5 mapping also take inputs with leading [Seq, Batch] axes.
+        self._leading = 2 if getattr(self.runner, "rank5", False) else 0
+
+    def _predict_one(self, data: Any, state: ModelState | None, outputs: Iterable[str] | None) -> dict:
+        if not isinstance(data, Mapping):
+            raise InputError(f"predict takes a dict of inputs (or a list of dicts), not {type(data).__name__}")
+        if state is not None:
+            raise InputError(f"the {self.model_type} model is not stateful: predict it without a state")
+        feeds = self._inputs(data)
+        if outputs is None:
+            with torch.inference_mode():
+                return self._outputs(self.runner.run(feeds))
+        wanted = list(outputs)
+        if hasattr(self.runner, "network"):  # a NeuralNetwork: any blob, intermediates included
+            with torch.inference_mode():
+                result = self.runner.run(feeds, outputs=wanted)
+            return {n: _plain_output(v, None) for n, v in result.items()}
+        unknown = [n for n in wanted if n not in self.runner.output_names]
+        if unknown:
+            raise InputError(f"no output named {unknown[0]!r} (a {self.model_type} model has only its outputs: "
+                             f"{', '.join(self.runner.output_names)})")
+        with torch.inference_mode():
+            full = self._outputs(self.runner.run(feeds))
+        return {n: full[n] for n in wanted}
+
+    def _predict_batch(self, items: list | tuple, outputs: Iterable[str] | None) -> list[dict] | None:
+        return None  # item by item: these runners take one example at a time
+
+    def _inputs(self, data: Mapping[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        names = [f.name for f in self.signature.inputs]
+        for key in data:
+            if key not in names:
+                raise InputError(f"unknown input {key!r} (model inputs: {', '.join(names) or 'none'})")
+        feeds: dict[str, Any] = {}
+        for feat in self.signature.inputs:
+            if feat.name in data:
+                feeds[feat.name] = self._feed(feat, data[feat.name])
+            elif not feat.optional:
+                raise InputError(f"input {feat.name!r} is missing (model inputs: {', '.join(names)})")
+        return feeds
+
+    def _feed(self, feat: Feature, value: Any) -> Any:
+        """One input as the runner takes it: tensors for arrays and images, Python values otherwise."""
+        if feat.kind == "image":
+            return torch.from_numpy(image_input(feat, value).astype(np.float32))
+        if feat.kind == "multiArray":
+            arr = array_input(feat, value, leading=self._leading, flat=not hasattr(self.runner, "network"))
+            return torch.from_numpy(np.ascontiguousarray(arr))
+        if feat.kind in ("int64", "double"):
+            arr = array_input(feat, value)
+            if arr.size != 1:
+                raise InputError(f"input {feat.name!r} is one {feat.kind} value, not {arr.size} values")
+            return int(arr.reshape(-1)[0]) if feat.kind == "int64" else float(arr.reshape(-1)[0])
+        if feat.kind == "string":
+            if isinstance(value, bytes):
+                value = value.decode("utf-8")
+            if not isinstance(value, str):
+                raise InputError(f"input {feat.name!r} is a string input, not {type(value).__name__}")
+            return value
+        if feat.kind == "dictionary":
+            if not isinstance(value, Mapping):
+                raise InputError(f"input {feat.name!r} is a dictionary input, not {type(value).__name__}")
+            return dict(value)
+        if feat.kind == "sequence":
+            if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+                raise InputError(f"input {feat.name!r} is a sequence input, not {type(value).__name__}")
+            return list(value)
+        return value
 
 
 def _plain_output(value: Any, vtype: ir.ValueType | None) -> Any:

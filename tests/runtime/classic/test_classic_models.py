@@ -173,6 +173,39 @@ def test_svm_sparse_support_vectors():
     assert _build(spec).run({"x": torch.tensor(x)})["y"] == pytest.approx(want, rel=1e-12)
 
 
+@pytest.mark.parametrize("prob_a,want", [(float("nan"), 1e-7), (-1e9, 1 - 1e-7), (0.5, None)])
+def test_svm_platt_probability_clipping(prob_a, want):
+    """Binary Platt probabilities clipped to [1e-7, 1 - 1e-7] as libsvm's C code does: its
+    ``(x > y) ? x : y`` comparisons map a NaN from a degenerate fit to 1e-7."""
+    from coremltools.proto import Model_pb2
+
+    spec = Model_pb2.Model()
+    inp = spec.description.input.add()
+    inp.name = "x"
+    inp.type.multiArrayType.shape.append(1)
+    for name in ("label", "probs"):
+        out = spec.description.output.add()
+        out.name = name
+    spec.description.output[0].type.int64Type.SetInParent()
+    spec.description.output[1].type.dictionaryType.int64KeyType.SetInParent()
+    spec.description.predictedFeatureName, spec.description.predictedProbabilitiesName = "label", "probs"
+    svc = spec.supportVectorClassifier
+    svc.kernel.linearKernel.SetInParent()
+    for v in (1.0, -1.0):
+        svc.denseSupportVectors.vectors.add().values.append(v)
+    svc.numberOfSupportVectorsPerClass.extend([1, 1])
+    svc.coefficients.add().alpha.extend([1.0, -1.0])
+    svc.rho.append(0.0)
+    svc.probA.append(prob_a)
+    svc.probB.append(0.0)
+    svc.int64ClassLabels.vector.extend([1, 2])
+    out = _build(spec).run({"x": torch.tensor([2.0])})
+    dec = 2.0 * 1.0 - 1.0 * -2.0  # sum(alpha * <sv, x>) - rho
+    expected = want if want is not None else 1 / (1 + math.exp(prob_a * dec))
+    assert out["probs"][1] == pytest.approx(expected, rel=1e-12)
+    assert out["probs"][2] == pytest.approx(1 - expected, rel=1e-12)
+
+
 def _transform_spec(kind, inputs, outputs):
     from coremltools.proto import Model_pb2
 

@@ -152,7 +152,8 @@ def test_classifier_label_count_mismatch_at_run(nnh):
 def test_bad_policy_and_wrong_model_type(nnh):
     b = nnh.make_builder({"x": (3,)})
     b.add_activation("relu", "RELU", "x", "out")
-    with pytest.raises(TensorLogicError, match="^unknown precision policy 'fp8' \\(use one of auto, fp32, fp16\\)$"):
+    with pytest.raises(TensorLogicError,
+                       match="^unknown precision policy 'fp8' \\(use one of auto, fp32, fp16, fp16-storage\\)$"):
         _build(b.spec, policy="fp8")
     from coremltools.proto import Model_pb2
 

@@ -2,10 +2,13 @@
 
 A pipeline runs its models in order over one feature environment: each model reads its declared
 inputs by name and adds its outputs, which later models (and the pipeline's own outputs) read.
+``TL_DEBUG=1`` traces each model's outputs (``2`` adds min/max/NaN counts), as the NeuralNetwork
+executor traces its layers.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,6 +16,7 @@ import numpy as np
 import torch
 
 from ...errors import InputError, UnsupportedError
+from ..nn.executor import debug_level, describe_value, value_stats
 from ..nn.runner import Runner
 
 PIPELINE_TYPES = ("pipeline", "pipelineClassifier", "pipelineRegressor")
@@ -30,6 +34,7 @@ class PipelineRunner(Runner):
         self.input_names = tuple(fd.name for fd in spec.description.input)
         self.output_names = tuple(fd.name for fd in spec.description.output)
         self.stages: list[Runner] = []
+        self.kinds = [sub.WhichOneof("Type") for sub in pipe.models]
         known = set(self.input_names)
         for i, sub in enumerate(pipe.models):
             needed = [fd.name for fd in sub.description.input if fd.name not in known and not fd.type.isOptional]
@@ -48,8 +53,13 @@ class PipelineRunner(Runner):
         for name in self.input_names:
             if name not in env:
                 raise InputError(f"input {name!r} is missing")
-        for stage in self.stages:
-            env.update(stage.run({n: env[n] for n in stage.input_names if n in env}))
+        debug = debug_level()
+        for i, stage in enumerate(self.stages):
+            out = stage.run({n: env[n] for n in stage.input_names if n in env})
+            if debug:
+                parts = [f"{n}: {describe_value(v)}{value_stats(v) if debug >= 2 else ''}" for n, v in out.items()]
+                print(f"[tl] pipeline model {i} ({self.kinds[i]}) -> {'; '.join(parts)}", file=sys.stderr)
+            env.update(out)
         return {n: env[n] for n in self.output_names}
 
 

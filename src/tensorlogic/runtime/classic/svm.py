@@ -98,6 +98,13 @@ def _sigmoid_predict(dec: float, a: float, b: float) -> float:
     return float(np.exp(-f) / (1.0 + np.exp(-f))) if f >= 0 else float(1.0 / (1.0 + np.exp(f)))
 
 
+def _clip_probability(p: float) -> float:
+    """libsvm's ``min(max(p, 1e-7), 1 - 1e-7)`` with its C comparisons ``(x > y) ? x : y``, which turn a NaN
+    (a degenerate Platt fit gives one) into 1e-7."""
+    p = p if p > 1e-7 else 1e-7
+    return p if p < 1 - 1e-7 else 1 - 1e-7
+
+
 def couple(r: np.ndarray) -> np.ndarray:
     """libsvm's multiclass_probability: class probabilities from pairwise ones r[i, j] = P(i | i or j)."""
     k = r.shape[0]
@@ -174,7 +181,7 @@ class SupportVectorClassifierRunner(ClassicRunner):
                                       int(np.argmax(votes)))
         r = np.zeros((k, k))
         for p, (i, j, d) in enumerate(decisions):
-            r[i, j] = min(max(_sigmoid_predict(d, self.prob_a[p], self.prob_b[p]), 1e-7), 1 - 1e-7)
+            r[i, j] = _clip_probability(_sigmoid_predict(d, self.prob_a[p], self.prob_b[p]))
             r[j, i] = 1.0 - r[i, j]
         probs = np.array([r[0, 1], r[1, 0]]) if k == 2 else couple(r)
         return classifier_outputs(self.description, self.labels, probs, int(np.argmax(votes)))

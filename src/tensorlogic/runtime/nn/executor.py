@@ -229,7 +229,7 @@ def _one_line(e: BaseException) -> str:
     return line[:300]
 
 
-def _describe_value(v: Any) -> str:
+def describe_value(v: Any) -> str:
     if isinstance(v, torch.Tensor):
         return f"{str(v.dtype).replace('torch.', '')}[{','.join(str(d) for d in v.shape)}]"
     text = repr(v)
@@ -237,10 +237,10 @@ def _describe_value(v: Any) -> str:
 
 
 def _describe(args: list[Any]) -> str:
-    return ", ".join(_describe_value(a) for a in args if not isinstance(a, Mapping))
+    return ", ".join(describe_value(a) for a in args if not isinstance(a, Mapping))
 
 
-def _stats(v: Any) -> str:
+def value_stats(v: Any) -> str:
     if not isinstance(v, torch.Tensor) or v.numel() == 0:
         return ""
     f = v.detach().double()
@@ -251,5 +251,5 @@ def _stats(v: Any) -> str:
 
 
 def _trace(step: Step, results: tuple, debug: int) -> None:
-    parts = [f"{n}: {_describe_value(v)}{_stats(v) if debug >= 2 else ''}" for n, v in zip(step.outputs, results)]
+    parts = [f"{n}: {describe_value(v)}{value_stats(v) if debug >= 2 else ''}" for n, v in zip(step.outputs, results)]
     print(f"[tl] {step.type} {step.name} -> {'; '.join(parts)}", file=sys.stderr)

@@ -8,6 +8,7 @@ name: torch tensors, or Python values (class labels, ``{label: probability}`` di
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 
 from ...errors import InputError, OpError, TensorLogicError, UnsupportedError
 from ..dtypes import POLICIES
+from ..interpreter import cudnn_flags
 from .executor import Network, plan_network
 from .weights import is_fp16
 
@@ -41,7 +43,8 @@ def resolve_dtype(policy: str, device: torch.device, half_weights: bool) -> torc
     """The dtype a NeuralNetwork computes in: float32, or float16 where the policy or the weights ask for it.
 
     A NeuralNetwork declares no activation dtype. Under ``auto`` it runs in float32 on the CPU (as Core
-    ML's CPU engine does) and in float16 on a GPU when its weights are stored as float16.
+    ML's CPU engine does) and in float16 on a GPU when its weights are stored as float16. ``fp16-storage``
+    (rounding each value of a declared half type) has nothing to round here and runs in float32.
     """
     if policy not in POLICIES:
         raise TensorLogicError(f"unknown precision policy {policy!r} (use one of {', '.join(POLICIES)})")
@@ -154,7 +157,9 @@ class NeuralNetworkRunner(Runner):
         """Outputs by name (or the blobs named in ``outputs``, for debugging) for one set of inputs."""
         env: dict[str, Any] = {fd.name: self._input(fd, feeds) for fd in self.inputs}
         wanted = list(outputs) if outputs is not None else None
-        with torch.inference_mode():
+        # fp32 means fp32 on CUDA too: cuDNN's TF32 convolutions (torch's default) are off while we run.
+        flags = cudnn_flags() if self.device.type == "cuda" else contextlib.nullcontext()
+        with torch.inference_mode(), flags:
             self.network.run(env, frozenset(wanted or ()))
         if wanted is not None:
             missing = [n for n in wanted if n not in env]
@@ -222,10 +227,15 @@ class NeuralNetworkRunner(Runner):
 
     def _output_tensor(self, fd: Any, t: torch.Tensor) -> torch.Tensor:
         kind = _feature_kind(fd)
+        shape = _declared_shape(fd)
         if self.rank5 and t.dim() == 5:
-            shape = _declared_shape(fd)
             if shape and int(np.prod(shape)) == t.numel():
                 t = t.reshape(shape)
+        elif kind == "multiArrayType" and shape and t.dim() == len(shape) + 1 and t.shape[0] == 1 \
+                and tuple(t.shape[1:]) == shape:
+            # A rank-4 image input carries a batch axis of 1 that the declared output leaves out; Core ML
+            # returns the declared shape.
+            t = t.reshape(shape)
         if kind == "imageType" and t.dim() >= 3:
             t = t.reshape(-1, *t.shape[-3:])
         elif kind == "multiArrayType":
