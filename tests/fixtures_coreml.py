@@ -433,3 +433,16 @@ def coreml_model(coreml_fixture) -> Callable[[str], Path]:
         return coreml_fixture(name).path
 
     return get
+
+
+def random_batchnorm(c: int) -> Any:
+    """A BatchNorm2d with non-trivial statistics, so folding BatchNorm into conv is exercised for real."""
+    import torch
+
+    bn = torch.nn.BatchNorm2d(c)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.2, 0.2)
+        bn.running_var.uniform_(0.5, 1.5)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.2, 0.2)
+    return bn

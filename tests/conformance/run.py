@@ -247,22 +247,7 @@ def _render_program(cases: list[dict]) -> list[str]:
     lines.append(f"| **all** | | **{total['cases']}** | **{total['reached']}** | **{total['passed_reached']}** | "
                  f"{total['widened']} | **{100 * total['rate']:.2f}%** | **{100 * total['strict_rate']:.2f}%** | "
                  f"{o['failed']} | {o['error']} | {o['xfailed']} | {o['skipped']} |")
-    lines += ["", "## Per op (test class)", "",
-              "| test class | MIL ops reached | reached | passed | failed | errors | known | skipped | not reached |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for c in cases:
-        groups[group_of(c["id"])].append(c)
-    for g in sorted(groups):
-        cs = groups[g]
-        reached = [c for c in cs if reached_program(c)]
-        oc = Counter(c["outcome"] for c in reached)
-        ops = sorted({op for c in reached for op in c.get("ops", [])})
-        shown = ", ".join(ops[:6]) + (", …" if len(ops) > 6 else "")
-        lines.append(
-            f"| `{g}` | {shown} | {len(reached)} | {oc['passed'] + oc['xpassed']} | {oc['failed']} | {oc['error']} | "
-            f"{oc['xfailed']} | {sum(c['outcome'] == 'skipped' for c in cs)} | {len(cs) - len(reached)} |"
-        )
+    lines += ["", "## Per op (test class)", ""] + _class_table(cases, "MIL ops reached", reached_program)
     lines += _failures(cases, reached_program)
     lines.append("")
     return lines
@@ -283,7 +268,7 @@ def _failures(cases: list[dict], reached_fn) -> list[str]:
     return lines
 
 
-def _class_table(cases: list[dict], what: str) -> list[str]:
+def _class_table(cases: list[dict], what: str, reached_fn=reached_any) -> list[str]:
     lines = [f"| test class | {what} | reached | passed | failed | errors | known | skipped | not reached |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     groups: dict[str, list[dict]] = defaultdict(list)
@@ -291,7 +276,7 @@ def _class_table(cases: list[dict], what: str) -> list[str]:
         groups[group_of(c["id"])].append(c)
     for g in sorted(groups):
         cs = groups[g]
-        reached = [c for c in cs if reached_any(c)]
+        reached = [c for c in cs if reached_fn(c)]
         oc = Counter(c["outcome"] for c in reached)
         kinds = sorted({op for c in reached for op in c.get("ops", [])})
         shown = ", ".join(kinds[:6]) + (", …" if len(kinds) > 6 else "")

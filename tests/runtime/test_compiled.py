@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import TOLERANCES
+from fixtures_coreml import random_batchnorm
 from tensorlogic.errors import InputError, OpError
 from tensorlogic.mil.from_text import parse_mil
 from tensorlogic.runtime.compiled import CompiledProgram
@@ -428,30 +429,21 @@ ct = pytest.importorskip("coremltools")
 warnings.filterwarnings("ignore")
 
 
-def _bn(c: int) -> nn.BatchNorm2d:
-    bn = nn.BatchNorm2d(c)
-    with torch.no_grad():
-        bn.running_mean.uniform_(-0.2, 0.2)
-        bn.running_var.uniform_(0.5, 1.5)
-        bn.weight.uniform_(0.5, 1.5)
-        bn.bias.uniform_(-0.2, 0.2)
-    return bn
-
-
 class ResNetStage(nn.Module):
     """Stem conv, a strided bottleneck with a projection shortcut, an identity bottleneck, a classifier."""
 
     def __init__(self, c: int = 16, mid: int = 8):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), _bn(c), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), random_batchnorm(c), nn.ReLU())
 
         def bottleneck(stride: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(c, mid, 1, bias=False), _bn(mid), nn.ReLU(),
-                                 nn.Conv2d(mid, mid, 3, stride=stride, padding=1, bias=False), _bn(mid), nn.ReLU(),
-                                 nn.Conv2d(mid, c, 1, bias=False), _bn(c))
+            return nn.Sequential(nn.Conv2d(c, mid, 1, bias=False), random_batchnorm(mid), nn.ReLU(),
+                                 nn.Conv2d(mid, mid, 3, stride=stride, padding=1, bias=False),
+                                 random_batchnorm(mid), nn.ReLU(),
+                                 nn.Conv2d(mid, c, 1, bias=False), random_batchnorm(c))
 
         self.b1, self.b2 = bottleneck(2), bottleneck(1)
-        self.down = nn.Sequential(nn.Conv2d(c, c, 1, stride=2, bias=False), _bn(c))
+        self.down = nn.Sequential(nn.Conv2d(c, c, 1, stride=2, bias=False), random_batchnorm(c))
         self.fc = nn.Linear(c, 10)
 
     def forward(self, x):
@@ -465,9 +457,9 @@ class InvertedResidual(nn.Module):
     def __init__(self, c: int = 8, expand: int = 4):
         super().__init__()
         h = c * expand
-        self.body = nn.Sequential(nn.Conv2d(c, h, 1, bias=False), _bn(h), nn.ReLU6(),
-                                  nn.Conv2d(h, h, 3, padding=1, groups=h, bias=False), _bn(h), nn.ReLU6(),
-                                  nn.Conv2d(h, c, 1, bias=False), _bn(c))
+        self.body = nn.Sequential(nn.Conv2d(c, h, 1, bias=False), random_batchnorm(h), nn.ReLU6(),
+                                  nn.Conv2d(h, h, 3, padding=1, groups=h, bias=False), random_batchnorm(h), nn.ReLU6(),
+                                  nn.Conv2d(h, c, 1, bias=False), random_batchnorm(c))
 
     def forward(self, x):
         return x + self.body(x)

@@ -18,20 +18,10 @@ from torch import nn
 
 import tensorlogic as tl
 from conftest import TOLERANCES
+from fixtures_coreml import random_batchnorm
 
 ct = pytest.importorskip("coremltools")
 warnings.filterwarnings("ignore")
-
-
-def _bn(c: int) -> nn.BatchNorm2d:
-    bn = nn.BatchNorm2d(c)
-    # Non-trivial statistics, so folding BatchNorm into conv is exercised for real.
-    with torch.no_grad():
-        bn.running_mean.uniform_(-0.2, 0.2)
-        bn.running_var.uniform_(0.5, 1.5)
-        bn.weight.uniform_(0.5, 1.5)
-        bn.bias.uniform_(-0.2, 0.2)
-    return bn
 
 
 class BasicBlock(nn.Module):
@@ -40,10 +30,10 @@ class BasicBlock(nn.Module):
     def __init__(self, cin=8, cout=16):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False)
-        self.bn1 = _bn(cout)
+        self.bn1 = random_batchnorm(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.bn2 = _bn(cout)
-        self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=2, bias=False), _bn(cout))
+        self.bn2 = random_batchnorm(cout)
+        self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=2, bias=False), random_batchnorm(cout))
 
     def forward(self, x):
         y = F.relu(self.bn1(self.conv1(x)))
@@ -56,9 +46,9 @@ class Bottleneck(nn.Module):
 
     def __init__(self, c=16, mid=4):
         super().__init__()
-        self.a = nn.Sequential(nn.Conv2d(c, mid, 1, bias=False), _bn(mid), nn.ReLU())
-        self.b = nn.Sequential(nn.Conv2d(mid, mid, 3, padding=1, bias=False), _bn(mid), nn.ReLU())
-        self.c = nn.Sequential(nn.Conv2d(mid, c, 1, bias=False), _bn(c))
+        self.a = nn.Sequential(nn.Conv2d(c, mid, 1, bias=False), random_batchnorm(mid), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(mid, mid, 3, padding=1, bias=False), random_batchnorm(mid), nn.ReLU())
+        self.c = nn.Sequential(nn.Conv2d(mid, c, 1, bias=False), random_batchnorm(c))
         self.fc = nn.Linear(c, 5)
 
     def forward(self, x):
@@ -72,9 +62,9 @@ class DepthwiseBlock(nn.Module):
     def __init__(self, c=8, expand=4):
         super().__init__()
         h = c * expand
-        self.expand = nn.Sequential(nn.Conv2d(c, h, 1, bias=False), _bn(h), nn.ReLU6())
-        self.dw = nn.Sequential(nn.Conv2d(h, h, 3, padding=1, groups=h, bias=False), _bn(h), nn.ReLU6())
-        self.project = nn.Sequential(nn.Conv2d(h, c, 1, bias=False), _bn(c))
+        self.expand = nn.Sequential(nn.Conv2d(c, h, 1, bias=False), random_batchnorm(h), nn.ReLU6())
+        self.dw = nn.Sequential(nn.Conv2d(h, h, 3, padding=1, groups=h, bias=False), random_batchnorm(h), nn.ReLU6())
+        self.project = nn.Sequential(nn.Conv2d(h, c, 1, bias=False), random_batchnorm(c))
 
     def forward(self, x):
         return x + self.project(self.dw(self.expand(x)))
