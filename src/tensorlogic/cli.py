@@ -137,7 +137,13 @@ def _print_inspect(path: str, md, infos) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from .lang.runner import run_file
 
-    return run_file(args.file, device=args.device)
+    return run_file(args.file, device=args.device, bench=args.bench)
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from .lang.runner import run_test_blocks
+
+    return run_test_blocks(args.file, device=args.device)
 
 
 def cmd_repl(args: argparse.Namespace) -> int:
@@ -319,7 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a TensorLogic script")
     p.add_argument("file")
     p.add_argument("--device", choices=["cpu", "gpu"], default=None)
+    p.add_argument("--bench", action="store_true", help="also run the script's bench blocks, with timings")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("test", help="run the test blocks of a TensorLogic script")
+    p.add_argument("file")
+    p.add_argument("--device", choices=["cpu", "gpu"], default=None)
+    p.set_defaults(func=cmd_test)
 
     p = sub.add_parser("predict", help="run a Core ML model on inputs read from files")
     p.add_argument("model")

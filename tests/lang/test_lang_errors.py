@@ -9,8 +9,8 @@ import textwrap
 import pytest
 
 from tensorlogic.errors import ScriptError
-from tensorlogic.lang.builtins import Context
-from tensorlogic.lang.evaluator import Interpreter
+from tensorlogic.lang.values import Context
+from tensorlogic.lang.evaluator import ScriptInterpreter
 from tensorlogic.lang.parser import parse
 
 # (source, message, line, col): the ten malformed programs, plus a few more.
@@ -75,7 +75,7 @@ def test_rendering_has_location_line_and_caret():
 def run(src: str, tmp_path=None) -> str:
     out = io.StringIO()
     ctx = Context(base_dir=tmp_path or Context().base_dir, device="cpu", out=out, err=io.StringIO())
-    Interpreter(ctx).run(textwrap.dedent(src), "run.tl")
+    ScriptInterpreter(ctx).run(textwrap.dedent(src), "run.tl")
     return out.getvalue()
 
 
@@ -98,15 +98,14 @@ fn forward(a: float16[N, D], b: float16[D]) -> float16[N] {
         ('model = 1\nprint(modle)', "unknown name 'modle' — did you mean 'model'?", 2, 7),
         ("print(zzz)", "unknown name 'zzz'", 1, 7),
         (FORWARD + "forward(zeros(3, 4), zeros(5))",
-         "shape mismatch for parameter b: D is 4 from earlier, 5 here", 5, 22),
+         "shape mismatch for parameter b of forward: D is 4 from earlier, 5 here", 5, 22),
         (FORWARD + "forward(zeros(3), zeros(3))",
-         "shape mismatch for parameter a: expected 2 dimensions [N, D], got shape [3]", 5, 9),
-        (FORWARD + "forward(zeros(2, 2, dtype: float32), zeros(2))",
-         "parameter a of forward must be a float16 tensor, got float32 tensor", 5, 9),
+         "shape mismatch for parameter a of forward: expected 2 dimensions [N, D], got shape [3]", 5, 9),
+        (FORWARD + 'forward("x", zeros(2))', "parameter a of forward must be a tensor, got string", 5, 9),
         (FORWARD + "forward(zeros(2, 2))", "forward(a, b) is missing argument b", 5, 1),
         (FORWARD + "forward(1, 2, 3)", "forward(a, b) takes 2 arguments but 3 were given", 5, 1),
         ("fn f(x: float16[N]) -> float16[N] { return concat(x, x) }\nf(zeros(2))",
-         "return value of f has the wrong shape: N is 2 from earlier, 4 here", 1, 37),
+         "shape mismatch for the return value of f: N is 2 from earlier, 4 here", 1, 37),
         ("x = zeros(3) + zeros(4)", "'+' failed on float16[3] and float16[4]: The size of tensor a (3) must "
          "match the size of tensor b (4) at non-singleton dimension 0", 1, 14),
         ("x = relu(1, 2)", "bad arguments for relu(x): too many positional arguments", 1, 5),
@@ -117,7 +116,10 @@ fn forward(a: float16[N, D], b: float16[D]) -> float16[N] {
         ("if zeros(3) { }", "a condition must be a single value, got a tensor of shape [3]; use all(...) or any(...)",
          1, 4),
         ("x = 5\nx(1)", "'x' is an int, not a function", 2, 1),
-        ("tensor w: float16[2, 2] = [1.0, 2.0]", "'w' is declared float16[2, 2] but its value has shape [2]", 1, 11),
+        ("tensor w: float16[2, 2] = [1.0, 2.0, 3.0]", "'w' is declared float16[2, 2] but its initializer has 3 values",
+         1, 11),
+        ("tensor w: float16[2, 2] = [[1.0, 2.0]]", "'w' is declared float16[2, 2] but its value has shape [1, 2] "
+         "(dimension 0)", 1, 11),
         ("tensor w: flot16[2]", "unknown dtype 'flot16' — did you mean 'float16'?", 1, 11),
         ("for i in 3 { }", "cannot loop over an int; use range(n)", 1, 10),
         ('m = load_model("missing.gguf")', None, 1, 5),
@@ -142,7 +144,7 @@ def test_error_inside_imported_function_names_that_file(tmp_path):
     main = tmp_path / "main.tl"
     main.write_text('import "lib.tl"\nbad(1)\n')
     out = io.StringIO()
-    interp = Interpreter(Context(base_dir=tmp_path, device="cpu", out=out))
+    interp = ScriptInterpreter(Context(base_dir=tmp_path, device="cpu", out=out))
     with pytest.raises(ScriptError) as info:
         interp.run(main.read_text(), "main.tl", path=main)
     e = info.value
@@ -153,7 +155,7 @@ def test_import_cycle_is_reported(tmp_path):
     (tmp_path / "a.tl").write_text('import "b.tl"\n')
     (tmp_path / "b.tl").write_text('import "a.tl"\n')
     main = tmp_path / "a.tl"
-    interp = Interpreter(Context(base_dir=tmp_path, device="cpu", out=io.StringIO()))
+    interp = ScriptInterpreter(Context(base_dir=tmp_path, device="cpu", out=io.StringIO()))
     with pytest.raises(ScriptError) as info:
         interp.run(main.read_text(), "a.tl", path=main)
     assert info.value.message == "import cycle: a.tl -> b.tl -> a.tl"

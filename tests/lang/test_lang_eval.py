@@ -12,29 +12,29 @@ import torch.nn.functional as F
 
 from conftest import TOLERANCES
 from tensorlogic.errors import ScriptError
-from tensorlogic.lang import builtins as B
-from tensorlogic.lang.builtins import Context
-from tensorlogic.lang.evaluator import Interpreter
+from tensorlogic.lang import values as B
+from tensorlogic.lang.values import Context
+from tensorlogic.lang.evaluator import ScriptInterpreter
 
 
-def make(tmp_path=None, device="cpu") -> tuple[Interpreter, io.StringIO, io.StringIO]:
+def make(tmp_path=None, device="cpu") -> tuple[ScriptInterpreter, io.StringIO, io.StringIO]:
     out, err = io.StringIO(), io.StringIO()
     base = tmp_path if tmp_path is not None else Context().base_dir
-    return Interpreter(Context(base_dir=base, device=device, out=out, err=err)), out, err
+    return ScriptInterpreter(Context(base_dir=base, device=device, out=out, err=err)), out, err
 
 
 def run(src: str, tmp_path=None, **variables) -> str:
     interp, out, _ = make(tmp_path)
-    interp.globals.update(variables)
+    interp.globals.vars.update(variables)
     interp.run(textwrap.dedent(src), "t.tl")
     return out.getvalue()
 
 
 def ev(expr: str, **variables):
     interp, _, _ = make()
-    interp.globals.update(variables)
+    interp.globals.vars.update(variables)
     interp.run(f"__result = {expr}", "t.tl")
-    return interp.globals["__result"]
+    return interp.globals.vars["__result"]
 
 
 def close(got: torch.Tensor, ref: torch.Tensor, dtype=torch.float16) -> None:
@@ -58,7 +58,11 @@ def rnd(*shape, seed=0) -> torch.Tensor:
         ("1 + 2 * 3", 7),
         ("-2 ** 2", -4),
         ("2 ** 3 ** 2", 512),
-        ("7 / 2", 3.5),
+        ("7 / 2", 3),
+        ("7.0 / 2", 3.5),
+        ("-7 / 2", -3),
+        ("-7 % 3", -1),
+        ("7 % -3", 1),
         ("7 % 3", 1),
         ("(1 + 2) * 3", 9),
         ("1 < 2 and 2 < 3", True),
@@ -244,7 +248,7 @@ def test_gpu_request_without_gpu_falls_back_with_one_notice(monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     interp, out, err = make(device=None)
     interp.run("a = tensor([1.0], device: gpu)\nb = zeros(2, device: gpu)\nc = ones(2)", "t.tl")
-    assert interp.globals["a"].device.type == "cpu"
+    assert interp.globals.vars["a"].device.type == "cpu"
     assert err.getvalue().count("no GPU") == 1
     forced, _, err2 = make(device="cpu")
     forced.run("a = tensor([1.0], device: gpu)", "t.tl")
@@ -337,14 +341,14 @@ def test_linear_forward_matches_reference():
     W = torch.tensor([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]).half()
     b = torch.tensor([0.01, 0.02]).half()
     interp, _, _ = make()
-    interp.globals.update(X=X, W=W, b=b)
+    interp.globals.vars.update(X=X, W=W, b=b)
     interp.run(
         "fn forward(input: float16[N, D_in], weights: float16[D_in, D_out], bias: float16[D_out])"
         " -> float16[N, D_out] {\n let output = input @ weights\n return output + bias\n}\n"
         "out = forward(X, W, b)\n",
         "t.tl",
     )
-    got = interp.globals["out"]
+    got = interp.globals.vars["out"]
     close(got, X.double() @ W.double() + b.double())
 
 
@@ -364,7 +368,7 @@ def test_tensor_declarations():
         ),
         "t.tl",
     )
-    g = interp.globals
+    g = interp.globals.vars
     assert g["w"].requires_grad and g["w"].dtype == torch.float16
     assert not g["f"].requires_grad and g["f"].dtype == torch.float32
     assert g["z"].dtype == torch.float64 and g["z"].tolist() == [[0.0] * 3] * 2

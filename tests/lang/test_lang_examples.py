@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from conftest import TOLERANCES
-from tensorlogic.lang.builtins import IMAGENET_MEAN, IMAGENET_STD, Context
-from tensorlogic.lang.evaluator import Interpreter
+from tensorlogic.lang.values import IMAGENET_MEAN, IMAGENET_STD, Context
+from tensorlogic.lang.evaluator import ScriptInterpreter
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -37,16 +37,16 @@ def build_models():
     return module
 
 
-def run_script(path: Path, tmp: Path | None = None) -> tuple[str, Interpreter]:
+def run_script(path: Path, tmp: Path | None = None) -> tuple[str, ScriptInterpreter]:
     out = io.StringIO()
-    interp = Interpreter(Context(base_dir=path.parent, device="cpu", out=out, err=io.StringIO()))
+    interp = ScriptInterpreter(Context(base_dir=path.parent, device="cpu", out=out, err=io.StringIO()))
     interp.run(path.read_text(encoding="utf-8"), path.name, path=path)
     return out.getvalue(), interp
 
 
-def run_src(src: str, **variables) -> Interpreter:
-    interp = Interpreter(Context(base_dir=EXAMPLES, device="cpu", out=io.StringIO(), err=io.StringIO()))
-    interp.globals.update(variables)
+def run_src(src: str, **variables) -> ScriptInterpreter:
+    interp = ScriptInterpreter(Context(base_dir=EXAMPLES, device="cpu", out=io.StringIO(), err=io.StringIO()))
+    interp.globals.vars.update(variables)
     interp.run(src, "t.tl")
     return interp
 
@@ -73,7 +73,7 @@ def test_seed_blocks_are_verbatim_and_print_coreml_f16():
         assert blocks == SEED_BLOCKS
     out, interp = run_script(EXAMPLES / "seed_coreml.tl")
     assert out == "Model format: CoreML\nQuantization: F16\n"
-    assert interp.globals["model"].path.name == "model.mlmodelc"
+    assert interp.globals.vars["model"].path.name == "model.mlmodelc"
 
 
 def test_examples_stay_small():
@@ -100,17 +100,17 @@ def test_load_image_and_preprocess_match_pil_numpy():
 
     arr = np.asarray(Image.open(EXAMPLES / "image.png").convert("RGB"))
     interp = run_src('img = load_image("image.png")\np = preprocess(img)\nq = preprocess(img, size: [32, 16])')
-    img = interp.globals["img"]
+    img = interp.globals.vars["img"]
     assert img.dtype == torch.float16 and img.tolist() == torch.from_numpy(arr.transpose(2, 0, 1).copy()).tolist()
-    p = interp.globals["p"]
+    p = interp.globals.vars["p"]
     assert p.dtype == torch.float16 and list(p.shape) == [1, 3, 224, 224]
     atol, rtol = TOLERANCES["float16"]
     np.testing.assert_allclose(p.double().numpy(), _reference_preprocess(arr), atol=atol, rtol=rtol)
-    assert list(interp.globals["q"].shape) == [1, 3, 32, 16]
+    assert list(interp.globals.vars["q"].shape) == [1, 3, 32, 16]
     # no resize when the image already has the size: exact normalization
     square = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
     t = torch.from_numpy(square.transpose(2, 0, 1).copy()).half()
-    custom = run_src("p = preprocess(t, mean: [0.5, 0.5, 0.5], std: [0.25, 0.5, 1.0])", t=t).globals["p"]
+    custom = run_src("p = preprocess(t, mean: [0.5, 0.5, 0.5], std: [0.25, 0.5, 1.0])", t=t).globals.vars["p"]
     ref = (square.astype(np.float64) / 255.0 - 0.5) / np.array([0.25, 0.5, 1.0])
     np.testing.assert_allclose(custom.double().numpy(), ref.transpose(2, 0, 1)[None], atol=atol, rtol=rtol)
 
@@ -119,7 +119,7 @@ def test_classifier_prediction_matches_torch():
     from PIL import Image
 
     out, interp = run_script(EXAMPLES / "classify_image.tl")
-    output = interp.globals["output"]
+    output = interp.globals.vars["output"]
     arr = np.asarray(Image.open(EXAMPLES / "image.png").convert("RGB"))
     x = torch.from_numpy(_reference_preprocess(arr)).float()
     with torch.no_grad():
@@ -127,7 +127,7 @@ def test_classifier_prediction_matches_torch():
     assert list(output.shape) == [1, 3]
     scale = float(ref.abs().max())
     np.testing.assert_allclose(output.double().numpy(), ref.double().numpy(), atol=0.02 * scale)
-    assert interp.globals["class_id"] == int(ref.argmax()) == 1
+    assert interp.globals.vars["class_id"] == int(ref.argmax()) == 1
     assert "Predicted class: 1 green" in out
 
 
@@ -135,7 +135,7 @@ def test_image_input_model_prediction_matches_torch():
     from PIL import Image
 
     interp = run_src('model = load_model("model.mlpackage")\ns = model.predict(load_image("image.png"))')
-    scores = interp.globals["s"]
+    scores = interp.globals.vars["s"]
     img = Image.open(EXAMPLES / "image.png").convert("RGB").resize((224, 224), Image.BILINEAR)
     x = torch.from_numpy(np.asarray(img, dtype=np.float32).transpose(2, 0, 1).copy())[None]
     with torch.no_grad():
@@ -150,7 +150,7 @@ def test_mlmodelc_metadata_and_prediction_match_the_mlpackage():
         'img = load_image("image.png")\npa = a.predict(img)\npb = b.predict(img)\n'
         'fa = a.metadata.format\nfb = b.metadata.format\nqa = a.metadata.quantization\nqb = b.metadata.quantization'
     )
-    g = interp.globals
+    g = interp.globals.vars
     assert (g["fa"], g["fb"], g["qa"], g["qb"]) == ("CoreML", "CoreML", "F16", "F16")
     assert torch.equal(g["pa"], g["pb"])
 
@@ -160,7 +160,7 @@ def test_predict_with_a_dict_returns_a_dict():
         'm = load_model("classifier.mlpackage")\nx = preprocess(load_image("image.png"))\n'
         'd = m.predict({"input": x})\nt = m.predict(x)'
     )
-    d, t = interp.globals["d"], interp.globals["t"]
+    d, t = interp.globals.vars["d"], interp.globals.vars["t"]
     assert isinstance(d, dict) and len(d) == 1
     assert torch.equal(next(iter(d.values())), t)
 
@@ -173,7 +173,7 @@ def test_safetensors_builtins_match_the_file():
         'm = load_model("tiny.safetensors")\nw = m.get_tensor("layer.0.weight")\n'
         'w32 = m.get_tensor("layer.0.weight", dtype: float32)\nnames = m.tensor_names()'
     )
-    g = interp.globals
+    g = interp.globals.vars
     assert sorted(g["names"]) == sorted(ref)
     assert g["w"].dtype == torch.float16
     assert g["w"].tolist() == torch.from_numpy(ref["layer.0.weight"]).half().tolist()
@@ -188,13 +188,13 @@ def test_gguf_builtins_match_gguf_py():
     emb = tensors["token_embd.weight"]
     ref = gguf.quants.dequantize(emb.data, emb.tensor_type).reshape(8, 32)
     interp = run_src('m = load_model("tiny.gguf")\ne = m.get_tensor("token_embd.weight", dtype: float32)')
-    np.testing.assert_allclose(interp.globals["e"].numpy(), ref, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(interp.globals.vars["e"].numpy(), ref, rtol=1e-6, atol=1e-7)
 
 
 def test_save_model_round_trips_through_safetensors(tmp_path):
     from safetensors.numpy import load_file
 
-    interp = Interpreter(Context(base_dir=tmp_path, device="cpu", out=io.StringIO()))
+    interp = ScriptInterpreter(Context(base_dir=tmp_path, device="cpu", out=io.StringIO()))
     interp.run(
         'w = tensor<float32>([[1.0, 2.0], [3.0, 4.0]])\nsave_model({"w": w, "b": [0.5, 1.5]}, "out.safetensors")\n'
         f'm = load_model("{EXAMPLES / "tiny.safetensors"}")\nsave_model(m, "copy.safetensors")\n',
@@ -227,19 +227,19 @@ def test_examples_run_on_each_device(device):
     """On CUDA (where present) tensors and predictions stay on the GPU and agree with the references."""
     out = io.StringIO()
     ctx = Context(base_dir=EXAMPLES, device="gpu" if device == "cuda" else "cpu", out=out, err=io.StringIO())
-    interp = Interpreter(ctx)
+    interp = ScriptInterpreter(ctx)
     for name in ("linear_forward", "classify_image"):
         path = EXAMPLES / f"{name}.tl"
         interp.run(path.read_text(encoding="utf-8"), path.name, path=path)
-    output = interp.globals["output"]
+    output = interp.globals.vars["output"]
     assert output.device.type == device
-    assert interp.globals["class_id"] == 1
+    assert interp.globals.vars["class_id"] == 1
     X = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0], [10.0, 11.0, 12.0]]).half().double()
     W = torch.tensor([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]).half().double()
     b = torch.tensor([0.01, 0.02]).half().double()
     # linear_forward's output was overwritten by classify_image's; recompute it on the same device
     interp.run("y = forward(X, W, b)", "t.tl")
-    y = interp.globals["y"]
+    y = interp.globals.vars["y"]
     assert y.device.type == device and y.dtype == torch.float16
     atol, rtol = TOLERANCES["float16"]
     np.testing.assert_allclose(y.double().cpu().numpy(), (X @ W + b).numpy(), atol=atol, rtol=rtol)
@@ -247,7 +247,7 @@ def test_examples_run_on_each_device(device):
 
 def test_printing_models_and_metadata():
     out = io.StringIO()
-    interp = Interpreter(Context(base_dir=EXAMPLES, device="cpu", out=out))
+    interp = ScriptInterpreter(Context(base_dir=EXAMPLES, device="cpu", out=out))
     interp.run('m = load_model("tiny.gguf")\nprint(m)\nprint(m.metadata)\nprint(m.metadata.tensor_count)', "t.tl")
     assert out.getvalue().splitlines() == [
         "Model(GGUF)",

@@ -10,8 +10,8 @@ from typing import Any
 from lark.exceptions import UnexpectedEOF
 
 from ..errors import ScriptError
-from .builtins import Context
-from .evaluator import Interpreter
+from .values import Context
+from .evaluator import ScriptInterpreter
 from .parser import parse
 
 PROMPT = "tl> "
@@ -54,7 +54,7 @@ def repl(device: str | None = None) -> int:
         except (FileNotFoundError, OSError):
             pass
         rl.set_history_length(1000)
-    interp = Interpreter(Context(base_dir=Path.cwd(), device=device))
+    interp = ScriptInterpreter(Context(base_dir=Path.cwd(), device=device))
     if interactive:
         print(BANNER)
     buffer: list[str] = []
@@ -94,7 +94,7 @@ def repl(device: str | None = None) -> int:
     return 0
 
 
-def _run(interp: Interpreter, text: str, number: int) -> None:
+def _run(interp: ScriptInterpreter, text: str, number: int) -> None:
     # Each input gets its own name, so an error inside a function typed earlier shows that input's line.
     try:
         interp.run(text, f"<repl#{number}>", echo=True)
