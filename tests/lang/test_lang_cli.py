@@ -51,7 +51,7 @@ def test_tl_debug_shows_the_traceback(tmp_path):
     script.write_text("x = [1, 2\n")
     r = tl("run", str(script), env={"TL_DEBUG": "1"})
     assert r.returncode != 0 and "Traceback" in r.stderr
-    assert "unexpected end of input: expected ']' to close the list" in r.stderr
+    assert "expected ']' to close the '[' at line 1, column 5, found end of input" in r.stderr
 
 
 def test_bare_tl_is_a_repl_that_keeps_state_and_history(tmp_path):

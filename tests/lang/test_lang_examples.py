@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from conftest import TOLERANCES
-from tensorlogic.lang.values import IMAGENET_MEAN, IMAGENET_STD, Context
 from tensorlogic.lang.evaluator import ScriptInterpreter
+from tensorlogic.lang.values import IMAGENET_MEAN, IMAGENET_STD, Context
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

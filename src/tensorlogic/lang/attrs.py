@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..model import Model
-from .values import BoundMethod, BuiltinError, Context, Record, type_name
+from .values import BoundMethod, BuiltinError, Context, Record, TensorBuffer, Vec, type_name
 
 # ---------------------------------------------------------------------------------------------- attributes
 
@@ -49,8 +49,18 @@ def _model_attr(m: Model, name: str) -> Any:
 def get_attr(ctx: Context, value: Any, name: str) -> Any:
     """``value.name`` for the value kinds a script can see; ``BuiltinError`` names what exists."""
     from .builtins import BUILTINS
+    from .builtins.core import TENSOR_BUFFER_METHODS
     from .builtins.models import MODEL_METHODS
+    from .builtins.vec import VEC_METHODS
 
+    if isinstance(value, Vec):
+        if name in VEC_METHODS:
+            return BoundMethod(name, VEC_METHODS[name], value, False)
+        raise BuiltinError(f"{value.name} has no method '{name}' (it has {', '.join(VEC_METHODS)})")
+    if isinstance(value, TensorBuffer):
+        if name in TENSOR_BUFFER_METHODS:
+            return BoundMethod(name, TENSOR_BUFFER_METHODS[name], value, True)
+        raise BuiltinError(f"a TensorBuffer has no method '{name}' (it has {', '.join(TENSOR_BUFFER_METHODS)})")
     if isinstance(value, torch.Tensor):
         try:
             return _tensor_attr(ctx, value, name)
@@ -86,3 +96,15 @@ def get_attr(ctx: Context, value: Any, name: str) -> Any:
         raise BuiltinError(f"the dict has no key '{name}'")
     raise BuiltinError(f"{type_name(value)} has no attribute '{name}'")
 
+
+
+def get_method(ctx: Context, value: Any, name: str) -> Any:
+    """The callee of ``value.name(...)``: a tensor's builtin method when there is one (so ``x.shape()`` calls
+    the shape builtin although ``x.shape`` is the property), otherwise ``get_attr``."""
+    if isinstance(value, torch.Tensor):
+        from .builtins import BUILTINS
+
+        b = BUILTINS.get(name)
+        if b is not None and b.method:
+            return BoundMethod(name, b.fn, value, b.needs_ctx)
+    return get_attr(ctx, value, name)

@@ -895,6 +895,8 @@ class ScriptInterpreter:
                 return self._tensor_op(lambda x, y: torch.einsum("...i,...j->...ij", x, y), op, a, b, e)
             return self._tensor_op(_TORCH_OPS.get(op, _matmul), op, a, b, e)
         if isinstance(a, str) or isinstance(b, str):
+            if op == "*" and isinstance(a, str) and isinstance(b, int) and not isinstance(b, bool):
+                return a * max(b, 0)
             if op == "+":
                 return format_value(a) + format_value(b)
             if op in ("==", "!=") or (isinstance(a, str) and isinstance(b, str) and op in _CMP):
@@ -1072,6 +1074,12 @@ class ScriptInterpreter:
         elif isinstance(func, ast.Name) and func.id == "panic":
             args = [self.eval(a) for a in e.args]
             raise self.error(e, f"panic: {self._format_args(args, e)}")
+        elif isinstance(func, ast.Name):
+            fn = self.lookup(func.id, func)
+            if not _callable(fn) and func.id in BUILTINS:
+                # A variable named like a builtin does not hide the builtin from calls (as in the original).
+                fn = BUILTINS[func.id]
+            name = func.id
         else:
             fn = self.eval(func)
             name = func.id if isinstance(func, ast.Name) else (f"{func.type.base}::{func.name}" if isinstance(

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..model import FeatureSpec, Metadata, Model, TensorInfo
-from .values import DISPLAY_LIMIT, BoundMethod, Builtin, Device, Record, dtype_name
+from .values import DISPLAY_LIMIT, BoundMethod, Builtin, Device, Record, TensorBuffer, Vec, dtype_name
 
 # ---------------------------------------------------------------------------------------------- formatting
 
@@ -38,11 +38,12 @@ def format_value(v: Any, nested: bool = False) -> str:
     if isinstance(v, torch.Tensor):
         return format_tensor(v)
     if isinstance(v, (list, tuple, range)):
-        items = list(v)
-        if len(items) > DISPLAY_LIMIT:
-            head = ", ".join(format_value(x, True) for x in items[:2])
-            return f"[{head}, ..., {format_value(items[-1], True)}] (len={len(items)})"
-        return "[" + ", ".join(format_value(x, True) for x in items) + "]"
+        return format_list(list(v))
+    if isinstance(v, Vec):
+        return "Vec" + format_list(v.items)
+    if isinstance(v, TensorBuffer):
+        mb = 1024 * 1024
+        return f"TensorBuffer(capacity={v.capacity // mb}MB, used={v.used // mb}MB)"
     if isinstance(v, dict):
         return "{" + ", ".join(f"{format_value(k, True)}: {format_value(x, True)}" for k, x in v.items()) + "}"
     if isinstance(v, torch.dtype):
@@ -67,6 +68,14 @@ def format_value(v: Any, nested: bool = False) -> str:
     if isinstance(v, BoundMethod):
         return f"<method {v.name}>"
     return str(v)
+
+
+def format_list(items: list[Any]) -> str:
+    """``[1, 2, 3]``; more than DISPLAY_LIMIT items as ``[first, second, ..., last] (len=n)``."""
+    if len(items) > DISPLAY_LIMIT:
+        head = ", ".join(format_value(x, True) for x in items[:2])
+        return f"[{head}, ..., {format_value(items[-1], True)}] (len={len(items)})"
+    return "[" + ", ".join(format_value(x, True) for x in items) + "]"
 
 
 def format_tensor(t: torch.Tensor) -> str:

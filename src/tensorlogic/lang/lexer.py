@@ -17,14 +17,16 @@ HARD_KEYWORDS = frozenset(
     "impl tensor".split()
 )
 
-# Longest first, so that '**' wins over '*' and '::' over ':'. '<-' is deliberately absent: the parser
-# recognises a rule arrow as '<' directly followed by '-', so that 'x<-1' still compares x with -1.
-_OPERATORS = sorted(
-    "-> => :: := += -= *= /= && || == != <= >= ** ~= "
-    "+ - * / % @ < > = ! ? | ~ ( ) [ ] { } , ; : . ⊙ ⊗ ≈".split(),
+# By first character, longest first, so that '**' wins over '*' and '::' over ':'. '<-' is deliberately
+# absent: the parser takes '<' directly followed by '-' as a rule arrow only after a relation atom at the
+# start of a statement, so that 'x<-1' still compares x with -1.
+_OPERATORS: dict[str, list[str]] = {}
+for _op in sorted(
+    "-> => :: := += -= *= /= && || == != <= >= ** ~= + - * / % @ < > = ! ? | ~ ( ) [ ] { } , ; : . ⊙ ⊗ ≈".split(),
     key=len,
     reverse=True,
-)
+):
+    _OPERATORS.setdefault(_op[0], []).append(_op)
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "0": "\0"}
 
 
@@ -32,9 +34,10 @@ _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "0"
 class Token:
     """One token. ``kind`` is NAME, KW (hard keyword), INT, FLOAT, IMAG, STR, OP or EOF.
 
-    ``text`` is the token as written; ``value`` the int, float or unescaped string for literals and the
-    text otherwise. ``line``/``col`` are 1-based; ``end`` is the offset just past the token, ``start`` the
-    offset of its first character (the parser uses them to tell whether two tokens touch).
+    ``text`` is the token as written; ``value`` the int, float or unescaped string for literals (the number
+    before the 'i' for IMAG) and the text otherwise, with '~=' read as '≈'. ``line``/``col`` are 1-based;
+    ``start`` is the offset of the first character and ``end`` the offset just past the token (the parser
+    uses them to tell whether two tokens touch).
     """
 
     kind: str
@@ -160,7 +163,7 @@ def tokenize(source: str, file: str = "<script>") -> list[Token]:
             tokens.append(Token("STR", source[i:j + 1], "".join(out), line, col, start, j + 1))
             i = j + 1
             continue
-        for op in _OPERATORS:
+        for op in _OPERATORS.get(ch, ()):
             if source.startswith(op, i):
                 value = "≈" if op == "~=" else op
                 tokens.append(Token("OP", op, value, line, col, start, i + len(op)))

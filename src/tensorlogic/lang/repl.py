@@ -7,12 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lark.exceptions import UnexpectedEOF
-
 from ..errors import ScriptError
-from .values import Context
 from .evaluator import ScriptInterpreter
 from .parser import parse
+from .values import Context
 
 PROMPT = "tl> "
 MORE = "... "
@@ -37,9 +35,7 @@ def _incomplete(source: str) -> bool:
     try:
         parse(source, "<repl>")
     except ScriptError as e:
-        return e.message.startswith("unexpected end of input") or e.message.startswith("unterminated comment")
-    except UnexpectedEOF:
-        return True
+        return getattr(e, "incomplete", False)
     return False
 
 

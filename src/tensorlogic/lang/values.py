@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import secrets
 import sys
 from collections.abc import Callable, Iterable
@@ -60,6 +61,91 @@ class Record:
         return self.fields[key]
 
 
+VEC_KINDS = {"int": "IntVec", "float": "FloatVec", "string": "StringVec", "bool": "BoolVec"}
+
+
+class Vec:
+    """A mutable vector of one element kind (the original's IntVec, FloatVec, StringVec, BoolVec)."""
+
+    def __init__(self, kind: str, items: Iterable[Any] = ()):
+        if kind not in VEC_KINDS:
+            raise ValueError(f"unknown Vec kind {kind!r}")
+        self.kind = kind
+        self.items: list[Any] = []
+        for x in items:
+            self.items.append(self.coerce(x))
+
+    @property
+    def name(self) -> str:
+        return VEC_KINDS[self.kind]
+
+    def coerce(self, x: Any) -> Any:
+        """``x`` as an element of this vector (ints widen to floats in a FloatVec), or a BuiltinError."""
+        if self.kind == "int" and isinstance(x, int) and not isinstance(x, bool):
+            return x
+        if self.kind == "float" and isinstance(x, (int, float)) and not isinstance(x, bool):
+            return float(x)
+        if self.kind == "string" and isinstance(x, str):
+            return x
+        if self.kind == "bool" and isinstance(x, bool):
+            return x
+        want = {"int": "an int", "float": "a number", "string": "a string", "bool": "a bool"}[self.kind]
+        raise BuiltinError(f"{self.name} holds {self.kind}s; got {type_name(x)} {format_value(x, nested=True)}, "
+                           f"need {want}")
+
+    def index(self, i: Any) -> int:
+        """A valid position for ``i`` (negative counts from the end), or a BuiltinError."""
+        k = as_int(i, "the index")
+        n = len(self.items)
+        if not -n <= k < n:
+            raise BuiltinError(f"index {k} is out of range for {self.name} of length {n}")
+        return k % n
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(list(self.items))
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.items[self.index(i)]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vec) and other.kind == self.kind and other.items == self.items
+
+    def __repr__(self) -> str:
+        return f"Vec({self.kind!r}, {self.items!r})"
+
+    __hash__ = None  # mutable
+
+
+class TensorBuffer:
+    """The original's pre-allocated tensor memory (new_tensor_buffer): here only its bookkeeping.
+
+    Torch allocates the tensors; the buffer keeps the capacity/used accounting, the per-shape slots that
+    ``alloc`` reserves, and the "buffer exhausted" error, so scripts written for it behave the same.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.used = 0
+        self.slots: dict[tuple[int, ...], int] = {}  # shape -> slots reserved by alloc and not yet taken
+
+    def reserve(self, nbytes: int) -> None:
+        if self.used + nbytes > self.capacity:
+            raise BuiltinError(
+                f"the tensor buffer is exhausted: {nbytes} bytes requested, {self.capacity - self.used} available"
+            )
+        self.used += nbytes
+
+    def take(self, shape: tuple[int, ...], elem_size: int) -> None:
+        """Use a slot reserved for ``shape``, or reserve new space for one tensor of it."""
+        if self.slots.get(shape, 0) > 0:
+            self.slots[shape] -= 1
+            return
+        self.reserve(math.prod(shape) * elem_size)
+
+
 @dataclass
 class Context:
     """What builtins need from the run: where relative paths start, the device policy, output streams."""
@@ -68,6 +154,7 @@ class Context:
     device: str | None = None  # the --device option: None (GPU when present), "cpu" or "gpu"
     out: TextIO | None = None
     err: TextIO | None = None
+    inp: TextIO | None = None  # where input() reads lines; sys.stdin when None
     # Unseeded scripts draw different values each run; seed(n) or seed: n makes them repeatable.
     generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(secrets.randbits(63)))
     noted_cpu_fallback: bool = False
@@ -90,6 +177,9 @@ class Context:
 
     def stderr(self) -> TextIO:
         return self.err or sys.stderr
+
+    def stdin(self) -> TextIO:
+        return self.inp or sys.stdin
 
     def path(self, p: Any) -> Path:
         if not isinstance(p, str):
@@ -189,6 +279,10 @@ def type_name(v: Any) -> str:
         return "device"
     if isinstance(v, (Builtin, BoundMethod)):
         return "function"
+    if isinstance(v, Vec):
+        return v.name
+    if isinstance(v, TensorBuffer):
+        return "TensorBuffer"
     return type(v).__name__.lower()
 
 
@@ -293,16 +387,21 @@ def run_op(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def tensor_arg(ctx: Context, v: Any, what: str = "x") -> torch.Tensor:
+    """A tensor argument: tensors as they are; numbers, lists and numeric Vecs become tensors."""
     if isinstance(v, torch.Tensor):
         return v
+    if isinstance(v, Vec) and v.kind in ("int", "float", "bool"):
+        v = v.items
     if is_number(v) or isinstance(v, (list, tuple)):
         return to_tensor(ctx, v)
     raise BuiltinError(f"{what} must be a tensor, got {type_name(v)}")
 
 
 def as_int(v: Any, what: str) -> int:
-    if isinstance(v, torch.Tensor) and v.numel() == 1 and not v.is_floating_point():
-        return int(v.item())
+    """An integer argument: an int, an integral float (the original passes dims as 2.0), or a one-element
+    tensor holding an integral value."""
+    if isinstance(v, torch.Tensor) and v.numel() == 1 and v.dtype != torch.bool:
+        v = v.item()
     if isinstance(v, bool) or not isinstance(v, int):
         if isinstance(v, float) and v.is_integer():
             return int(v)
@@ -310,16 +409,65 @@ def as_int(v: Any, what: str) -> int:
     return v
 
 
+def int_list(v: Any, what: str) -> list[int]:
+    """A list of integers from a list, an IntVec or a 1-D tensor (shape(x) and x.shape() both work)."""
+    if isinstance(v, torch.Tensor):
+        if v.ndim != 1:
+            raise BuiltinError(f"{what} must be a list of integers, got a tensor of shape {shape_text(v)}")
+        v = v.tolist()
+    elif isinstance(v, (Vec, torch.Size, range)):
+        v = list(v)
+    if not isinstance(v, (list, tuple)):
+        raise BuiltinError(f"{what} must be a list of integers, got {type_name(v)}")
+    return [as_int(x, what) for x in v]
+
+
 def shape_arg(args: tuple[Any, ...], what: str = "shape") -> list[int]:
-    """A shape given as one list (zeros([2, 3])) or as several integers (zeros(2, 3))."""
-    if len(args) == 1 and isinstance(args[0], (list, tuple)):
-        args = tuple(args[0])
-    if len(args) == 1 and isinstance(args[0], torch.Size):
-        args = tuple(args[0])
-    dims = [as_int(a, what) for a in args]
+    """A shape given as one list, IntVec or 1-D tensor (zeros([2, 3])) or as several integers (zeros(2, 3))."""
+    if len(args) == 1 and not is_number(args[0]) and not (isinstance(args[0], torch.Tensor) and args[0].ndim == 0):
+        dims = int_list(args[0], what)
+    else:
+        dims = [as_int(a, what) for a in args]
     if any(d < 0 for d in dims):
         raise BuiltinError(f"{what} cannot have negative sizes: {dims}")
     return dims
+
+
+def narrow(ctx: Context, what: str, wide: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Cast a result computed in float32 back to ``dtype``. Where float16 cannot hold a value float32 could
+    (|x| > 65504), keep the float32 result and warn once for this script line instead of returning inf."""
+    if wide.dtype == dtype:
+        return wide
+    out = wide.to(dtype)
+    if dtype in (torch.float16, torch.bfloat16) and bool((torch.isinf(out) & torch.isfinite(wide)).any()):
+        limit = f"max {torch.finfo(dtype).max:.0f}"
+        ctx.warn(f"{what} overflows {dtype_name(dtype)} ({limit}); the result is kept in {dtype_name(wide.dtype)}")
+        return wide
+    return out
+
+
+def fresh(out: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+    """``out``, copied if it is a view of one of ``inputs``: scripts assign into tensors in place, so a
+    builtin's result must never share memory with its arguments."""
+    ptr = out.untyped_storage().data_ptr()
+    if out.numel() and any(t.numel() and t.untyped_storage().data_ptr() == ptr for t in inputs):
+        return out.clone(memory_format=torch.contiguous_format)
+    return out
+
+
+def truth(v: Any) -> bool:
+    """Truth of a condition: a tensor must hold exactly one value."""
+    if isinstance(v, torch.Tensor):
+        if v.numel() != 1:
+            raise BuiltinError(
+                f"a condition must be a single value, got a tensor of shape {shape_text(v)}; use all(...) or any(...)"
+            )
+        return bool(v.item())
+    if v is None:
+        return False
+    if isinstance(v, (bool, int, float, str, list, tuple, dict, range, Vec)):
+        return bool(v)
+    return True
 
 
 def dtype_arg(v: Any, default: torch.dtype | None = DEFAULT_DTYPE) -> torch.dtype | None:

@@ -1,4 +1,10 @@
-"""Reductions: sum, mean, max, min, argmax, argmin, topk."""
+"""Reductions: sum, mean, max, min, argmax, argmin, topk.
+
+sum/mean/max/min of a whole tensor give a 0-d tensor of its dtype (the original gives a float: a 0-d tensor
+prints and computes like one); with ``dim`` (one or a list) they reduce those dimensions, ``keepdim`` keeping
+them as size 1 (the original has no dim for these). float16 is summed in float32; a float16 result that
+would overflow (sum(ones(300, 300)) is 90000 > 65504) stays float32, with a warning naming the script line.
+"""
 
 from __future__ import annotations
 
@@ -7,79 +13,131 @@ from typing import Any
 
 import torch
 
-from ..values import DEFAULT_DTYPE, BuiltinError, Context, Record, as_int, run_op, tensor_arg
+from ..values import (
+    DEFAULT_DTYPE,
+    BuiltinError,
+    Context,
+    Record,
+    as_int,
+    int_list,
+    is_number,
+    narrow,
+    run_op,
+    shape_text,
+    tensor_arg,
+)
 from . import builtin
+from .math import binary_op, larger_number, smaller_number
+
+HALF_TYPES = (torch.float16, torch.bfloat16)
 
 
-def _reduce(ctx: Context, x: Any, dim: Any, keepdim: Any, fn: Callable, values_only: bool) -> torch.Tensor:
-    t = tensor_arg(ctx, x)
+def _dims(t: torch.Tensor, dim: Any) -> list[int]:
+    dims = int_list(dim, "dim") if isinstance(dim, (list, tuple, torch.Tensor)) else [as_int(dim, "dim")]
+    n = max(t.ndim, 1)
+    for d in dims:
+        if not -n <= d < n:
+            raise BuiltinError(f"dim {d} is out of range for a tensor of shape {shape_text(t)}")
+    if len({d % n for d in dims}) != len(dims):
+        raise BuiltinError(f"dims {dims} name a dimension twice")
+    return dims
+
+
+def _accumulate(
+    ctx: Context, name: str, fn: Callable, t: torch.Tensor, dim: Any, keepdim: Any, out_dtype: torch.dtype
+) -> torch.Tensor:
+    """fn over all of t or over dim, computed in float32 for half types and narrowed back to out_dtype."""
+    wide = t.float() if t.dtype in HALF_TYPES or out_dtype in HALF_TYPES else t
     if dim is None:
-        return run_op(fn, t)
-    d = _dims(dim)
-    if values_only:
-        if len(d) != 1:
-            raise BuiltinError("max/min reduce one dimension at a time")
-        return run_op(fn, t, dim=d[0], keepdim=bool(keepdim)).values
+        out = fn(wide, dim=list(range(t.ndim)), keepdim=True) if keepdim and t.ndim else fn(wide)
+    else:
+        out = fn(wide, dim=_dims(t, dim), keepdim=bool(keepdim))
+    return narrow(ctx, name, out, out_dtype) if out_dtype in HALF_TYPES else out
+
+
+@builtin(ctx=True, method=True)
+def sum_(ctx: Context, x: Any, dim: Any = None, keepdim: Any = False) -> torch.Tensor:
+    """sum(x), sum(x, dim[, keepdim]): int and bool tensors sum to int64, floats keep their dtype."""
+    t = tensor_arg(ctx, x)
+    return _accumulate(ctx, "sum", torch.sum, t, dim, keepdim, t.dtype)
+
+
+@builtin(ctx=True, method=True)
+def mean(ctx: Context, x: Any, dim: Any = None, keepdim: Any = False) -> torch.Tensor:
+    """mean(x), mean(x, dim[, keepdim]): the mean of an int tensor is float16 (the default dtype)."""
+    t = tensor_arg(ctx, x)
+    out_dtype = t.dtype if t.is_floating_point() else DEFAULT_DTYPE
+    if not t.is_floating_point():
+        t = t.to(torch.float32)
+    return _accumulate(ctx, "mean", torch.mean, t, dim, keepdim, out_dtype)
+
+
+def _extreme(ctx: Context, name: str, x: Any, dim: Any, keepdim: Any, pick: Callable, reduce: Callable) -> Any:
+    numbers = [v for v in (x, dim) if v is not None]
+    if all(is_number(v) and not isinstance(v, bool) for v in numbers):
+        return numbers[0] if len(numbers) == 1 else pick(x, dim)
+    # max(x, y) of a tensor and another tensor or a float is element-wise; an int second argument is a dim.
+    if isinstance(dim, (torch.Tensor, float)) or (is_number(x) and dim is not None):
+        return binary_op(ctx, torch.maximum if name == "max" else torch.minimum, x, dim)
+    t = tensor_arg(ctx, x)
+    if t.numel() == 0:
+        raise BuiltinError(f"{name} of an empty tensor")
+    if dim is None and not keepdim:
+        return run_op(reduce, t)
+    return _accumulate(ctx, name, reduce, t, dim, keepdim, t.dtype)
+
+
+@builtin(ctx=True, method=True)
+def max_(ctx: Context, x: Any, dim: Any = None, keepdim: Any = False) -> Any:
+    """max(x): the largest value (0-d tensor); max(x, dim[, keepdim]): along dim; max(a, b) of two numbers is
+    a number (an int if both are ints), of a tensor and a tensor or float the element-wise maximum."""
+    return _extreme(ctx, "max", x, dim, keepdim, larger_number, torch.amax)
+
+
+@builtin(ctx=True, method=True)
+def min_(ctx: Context, x: Any, dim: Any = None, keepdim: Any = False) -> Any:
+    """min(x): the smallest value; min(x, dim[, keepdim]); min(a, b) of numbers; element-wise like max."""
+    return _extreme(ctx, "min", x, dim, keepdim, smaller_number, torch.amin)
+
+
+def _arg_reduce(ctx: Context, x: Any, dim: Any, keepdim: Any, fn: Callable, name: str) -> Any:
+    t = tensor_arg(ctx, x)
+    if t.numel() == 0:
+        raise BuiltinError(f"{name} of an empty tensor")
+    if dim is None:
+        flat = int(run_op(fn, t).item())
+        return torch.full([1] * t.ndim, flat, dtype=torch.int64, device=t.device) if keepdim else flat
+    if isinstance(dim, (list, tuple)):
+        raise BuiltinError("takes one dim, not a list")
+    (d,) = _dims(t, dim)
     return run_op(fn, t, dim=d, keepdim=bool(keepdim))
 
 
-def _dims(dim: Any) -> list[int]:
-    return [as_int(d, "dim") for d in dim] if isinstance(dim, (list, tuple)) else [as_int(dim, "dim")]
+@builtin(ctx=True, method=True)
+def argmax(ctx: Context, x: Any, dim: Any = None, keepdim: Any = False) -> Any:
+    """argmax(x): the index of the largest value in the flattened tensor, an int; argmax(x, dim[, keepdim]):
+    an int64 tensor of indices along dim (the original returns float indices and ignores keepdim: true)."""
+    return _arg_reduce(ctx, x, dim, keepdim, torch.argmax, "argmax")
 
 
 @builtin(ctx=True, method=True)
-def sum_(ctx: Context, x: Any, dim: Any = None, keepdim: bool = False) -> torch.Tensor:
-    """Sum of all elements, or along dim."""
-    return _reduce(ctx, x, dim, keepdim, torch.sum, False)
+def argmin(ctx: Context, x: Any, dim: Any = None, keepdim: Any = False) -> Any:
+    """argmin(x) / argmin(x, dim[, keepdim]): like argmax, for the smallest value."""
+    return _arg_reduce(ctx, x, dim, keepdim, torch.argmin, "argmin")
 
 
 @builtin(ctx=True, method=True)
-def mean(ctx: Context, x: Any, dim: Any = None, keepdim: bool = False) -> torch.Tensor:
+def topk(ctx: Context, x: Any, k: Any, dim: Any = -1, largest: Any = True) -> Record:
+    """topk(x, k, dim=-1): the k largest values along dim, a record with .values and .indices (not in the
+    original)."""
     t = tensor_arg(ctx, x)
-    if not t.is_floating_point():
-        t = t.to(DEFAULT_DTYPE)
-    return _reduce(ctx, t, dim, keepdim, torch.mean, False)
-
-
-@builtin(ctx=True, method=True)
-def max_(ctx: Context, x: Any, dim: Any = None, keepdim: bool = False) -> torch.Tensor:
-    return _reduce(ctx, x, dim, keepdim, torch.max, True)
-
-
-@builtin(ctx=True, method=True)
-def min_(ctx: Context, x: Any, dim: Any = None, keepdim: bool = False) -> torch.Tensor:
-    return _reduce(ctx, x, dim, keepdim, torch.min, True)
-
-
-def _arg_reduce(ctx: Context, x: Any, dim: Any, keepdim: Any, fn: Callable) -> Any:
-    t = tensor_arg(ctx, x)
-    if t.numel() == 0:
-        raise BuiltinError("argmax/argmin of an empty tensor")
-    if dim is None:
-        return int(run_op(fn, t).item())
-    return run_op(fn, t, dim=as_int(dim, "dim"), keepdim=bool(keepdim))
-
-
-@builtin(ctx=True, method=True)
-def argmax(ctx: Context, x: Any, dim: Any = None, keepdim: bool = False) -> Any:
-    """Index of the largest value (of the flattened tensor, as an int), or per dim (a tensor)."""
-    return _arg_reduce(ctx, x, dim, keepdim, torch.argmax)
-
-
-@builtin(ctx=True, method=True)
-def argmin(ctx: Context, x: Any, dim: Any = None, keepdim: bool = False) -> Any:
-    return _arg_reduce(ctx, x, dim, keepdim, torch.argmin)
-
-
-@builtin(ctx=True, method=True)
-def topk(ctx: Context, x: Any, k: Any, dim: Any = -1, largest: bool = True) -> Record:
-    """The k largest values along dim (the last by default): a record with .values and .indices."""
-    t = tensor_arg(ctx, x)
-    n, d = as_int(k, "k"), as_int(dim, "dim")
     if t.ndim == 0:
-        raise BuiltinError("topk needs a tensor with at least one dimension")
+        raise BuiltinError("needs a tensor with at least one dimension")
+    n = as_int(k, "k")
+    (d,) = _dims(t, dim)
+    d %= t.ndim
     size = t.shape[d]
     if not 0 <= n <= size:
-        raise BuiltinError(f"topk: k={n} but dimension {d} has only {size} values")
+        raise BuiltinError(f"k={n} but dimension {d} has only {size} values")
     out = run_op(torch.topk, t, n, dim=d, largest=bool(largest))
     return Record(values=out.values, indices=out.indices)
