@@ -50,6 +50,7 @@ def get_attr(ctx: Context, value: Any, name: str) -> Any:
     """``value.name`` for the value kinds a script can see; ``BuiltinError`` names what exists."""
     from .builtins import BUILTINS
     from .builtins.core import TENSOR_BUFFER_METHODS
+    from .builtins.kvcache import KVCACHE_METHODS, KVCache
     from .builtins.models import MODEL_METHODS
     from .builtins.vec import VEC_METHODS
 
@@ -57,6 +58,11 @@ def get_attr(ctx: Context, value: Any, name: str) -> Any:
         if name in VEC_METHODS:
             return BoundMethod(name, VEC_METHODS[name], value, False)
         raise BuiltinError(f"{value.name} has no method '{name}' (it has {', '.join(VEC_METHODS)})")
+    if isinstance(value, KVCache):
+        if name in KVCACHE_METHODS:
+            # Named KVCache.<method> so that argument errors say whose method it is.
+            return BoundMethod(f"KVCache.{name}", KVCACHE_METHODS[name], value, True)
+        raise BuiltinError(f"a KVCache has no method '{name}' (it has {', '.join(KVCACHE_METHODS)})")
     if isinstance(value, TensorBuffer):
         if name in TENSOR_BUFFER_METHODS:
             return BoundMethod(name, TENSOR_BUFFER_METHODS[name], value, True)

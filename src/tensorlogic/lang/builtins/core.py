@@ -122,7 +122,7 @@ def assert_about_eq(ctx: Context, left: Any, right: Any, tol: Any = None) -> Non
     for v in (left, right):
         v = _as_compared(v)
         if not (is_number(v) or isinstance(v, (torch.Tensor, list))) or isinstance(v, bool):
-            raise BuiltinError(f"assert_about_eq compares numbers or tensors, got {type_name(v)}")
+            raise BuiltinError(f"compares numbers or tensors, got {type_name(v)}")
         operands.append(tensor_arg(ctx, v) if not is_number(v) else v)
     a, b = operands
     ta = torch.as_tensor(a).detach().cpu()
@@ -178,7 +178,7 @@ def append(collection: Any, value: Any) -> list:
     """append(list, x) returns a new list with x at the end (the list itself is unchanged). The original's
     append works on token-id lists only; on a Vec use v.push(x)."""
     if isinstance(collection, Vec):
-        raise BuiltinError(f"append does not change a {collection.name}; use v.push(x)")
+        raise BuiltinError(f"does not change an {collection.name}; use v.push(x)")
     if not isinstance(collection, (list, tuple)):
         raise BuiltinError(f"needs a list, got {type_name(collection)}")
     return [*collection, value]
@@ -337,7 +337,7 @@ def _buffer_alloc(ctx: Context, buf: TensorBuffer, shape: Any, count: Any, elem_
     dims = _buffer_shape(shape)
     n, size = as_int(count, "count"), as_int(elem_size, "elem_size")
     if n < 0 or size <= 0:
-        raise BuiltinError(f"alloc needs count >= 0 and elem_size > 0, got {n} and {size}")
+        raise BuiltinError(f"needs count >= 0 and elem_size > 0, got {n} and {size}")
     buf.reserve(math.prod(dims) * size * n)
     # Like the original, a new alloc for a shape replaces the slots reserved for it before.
     buf.slots[dims] = n

@@ -32,7 +32,9 @@ def tensor(ctx: Context, data: Any, dtype: Any = None, device: Any = None) -> to
     return to_tensor(ctx, data, dtype_arg(dtype, None), device)
 
 
-def _filled(ctx: Context, fill: Callable[..., torch.Tensor], shape: tuple, dtype: torch.dtype, device: Any):
+def _filled(
+    ctx: Context, fill: Callable[..., torch.Tensor], shape: tuple, dtype: torch.dtype, device: Any
+) -> torch.Tensor:
     return fill(shape_arg(shape), dtype=dtype, device=ctx.torch_device(device))
 
 
@@ -72,7 +74,9 @@ def _arange(ctx: Context, start: Any, end: Any, step: Any, dtype: torch.dtype, d
 
 
 @builtin(ctx=True)
-def arange(ctx: Context, start: Any, end: Any = None, step: Any = 1, dtype: Any = None, device: Any = None):
+def arange(
+    ctx: Context, start: Any, end: Any = None, step: Any = 1, dtype: Any = None, device: Any = None
+) -> torch.Tensor:
     """arange(n) or arange(start, end[, step]): [start, start+step, ...) below end; float32 like the
     original's, unless a dtype is given (the step is our extension)."""
     return _arange(ctx, start, end, step, dtype_arg(dtype, ARANGE_DTYPE), device)

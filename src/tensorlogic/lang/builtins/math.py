@@ -48,18 +48,18 @@ def _via_float64(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Any], 
     return number_fn
 
 
-def _to_int(v: float, what: str) -> int:
+def _finite(v: float, what: str) -> float:
     if not math.isfinite(v):
         raise BuiltinError(f"cannot {what} {v} to an integer")
-    return int(v)
+    return v
 
 
 def _floor_number(v: Any) -> int:
-    return v if isinstance(v, int) else _to_int(math.floor(v) if math.isfinite(v) else v, "floor")
+    return v if isinstance(v, int) else math.floor(_finite(v, "floor"))
 
 
 def _ceil_number(v: Any) -> int:
-    return v if isinstance(v, int) else _to_int(math.ceil(v) if math.isfinite(v) else v, "ceil")
+    return v if isinstance(v, int) else math.ceil(_finite(v, "ceil"))
 
 
 def _relu_number(v: Any) -> Any:
@@ -94,8 +94,7 @@ def _unary(name: str, tensor_fn: Callable, number_fn: Callable[[Any], Any], doc:
 
 for _name, _tensor_fn, _number_fn, _doc in (
     ("relu", torch.relu, _relu_number, "relu(x): max(x, 0) element-wise"),
-    ("gelu", _gelu, _via_float64(_gelu), "gelu(x): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the original's"
-     " tanh form"),
+    ("gelu", _gelu, _via_float64(_gelu), "gelu(x): the original's tanh form 0.5x(1 + tanh(0.79788(x + 0.044715x^3)))"),
     ("sigmoid", torch.sigmoid, _via_float64(torch.sigmoid), "sigmoid(x): 1 / (1 + exp(-x))"),
     ("tanh", torch.tanh, _via_float64(torch.tanh), "tanh(x): hyperbolic tangent"),
     ("exp", torch.exp, _via_float64(torch.exp), "exp(x): e ** x"),

@@ -494,7 +494,8 @@ def _masked_inputs(ctx: Context, name: str, scores: Any, mask: Any) -> tuple[tor
 
 @builtin(ctx=True)
 def padding_mask(ctx: Context, lengths: Any, max_length: Any) -> torch.Tensor:
-    """padding_mask(lengths, max_length) -> float16 [batch, max_length]: 1 for positions < length, else 0."""
+    """padding_mask(lengths, max_length) -> [batch, max_length]: 1 for positions < length, else 0; float32 for
+    float32 lengths (as the original), float16 otherwise."""
     n = as_int(max_length, "padding_mask max_length")
     if isinstance(lengths, torch.Tensor):
         lens = lengths.detach().reshape(-1).to(torch.float64).floor().to(torch.int64)
@@ -505,7 +506,8 @@ def padding_mask(ctx: Context, lengths: Any, max_length: Any) -> torch.Tensor:
     if n < 0:
         raise BuiltinError(f"padding_mask max_length cannot be negative, got {n}")
     mask = torch.arange(n)[None, :] < lens.cpu()[:, None]
-    return mask.to(DEFAULT_DTYPE).to(ctx.torch_device())
+    wide = isinstance(lengths, torch.Tensor) and lengths.dtype == torch.float32
+    return mask.to(torch.float32 if wide else DEFAULT_DTYPE).to(ctx.torch_device())
 
 
 @builtin(ctx=True)

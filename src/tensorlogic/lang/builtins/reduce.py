@@ -27,9 +27,7 @@ from ..values import (
     tensor_arg,
 )
 from . import builtin
-from .math import binary_op, larger_number, smaller_number
-
-HALF_TYPES = (torch.float16, torch.bfloat16)
+from .math import HALF_TYPES, binary_op, larger_number, smaller_number
 
 
 def _dims(t: torch.Tensor, dim: Any) -> list[int]:
@@ -52,19 +50,30 @@ def _accumulate(
         out = fn(wide, dim=list(range(t.ndim)), keepdim=True) if keepdim and t.ndim else fn(wide)
     else:
         out = fn(wide, dim=_dims(t, dim), keepdim=bool(keepdim))
-    return narrow(ctx, name, out, out_dtype) if out_dtype in HALF_TYPES else out
+    out = narrow(ctx, name, out, out_dtype) if out_dtype in HALF_TYPES else out
+    return _scalar(out) if dim is None and not keepdim else out
+
+
+def _scalar(t: torch.Tensor) -> Any:
+    """A whole-tensor reduction is a number, as in the original (``sum(x) -> Number``); a result that
+    carries a gradient stays a 0-d tensor so that training objectives can be differentiated."""
+    if t.requires_grad:
+        return t
+    value = t.item()
+    return float(value) if t.is_floating_point() else value
 
 
 @builtin(ctx=True, method=True)
-def sum_(ctx: Context, x: Any, dim: Any = None, keepdim: Any = False) -> torch.Tensor:
-    """sum(x), sum(x, dim[, keepdim]): int and bool tensors sum to int64, floats keep their dtype."""
+def sum_(ctx: Context, x: Any, dim: Any = None, keepdim: Any = False) -> Any:
+    """sum(x): a number (int for int tensors); sum(x, dim[, keepdim]): a tensor, int and bool tensors sum to
+    int64, floats keep their dtype. Half types accumulate in float32."""
     t = tensor_arg(ctx, x)
     return _accumulate(ctx, "sum", torch.sum, t, dim, keepdim, t.dtype)
 
 
 @builtin(ctx=True, method=True)
-def mean(ctx: Context, x: Any, dim: Any = None, keepdim: Any = False) -> torch.Tensor:
-    """mean(x), mean(x, dim[, keepdim]): the mean of an int tensor is float16 (the default dtype)."""
+def mean(ctx: Context, x: Any, dim: Any = None, keepdim: Any = False) -> Any:
+    """mean(x): a float; mean(x, dim[, keepdim]): a tensor (of an int tensor: float16, the default dtype)."""
     t = tensor_arg(ctx, x)
     out_dtype = t.dtype if t.is_floating_point() else DEFAULT_DTYPE
     if not t.is_floating_point():
@@ -81,15 +90,15 @@ def _extreme(ctx: Context, name: str, x: Any, dim: Any, keepdim: Any, pick: Call
         return binary_op(ctx, torch.maximum if name == "max" else torch.minimum, x, dim)
     t = tensor_arg(ctx, x)
     if t.numel() == 0:
-        raise BuiltinError(f"{name} of an empty tensor")
+        raise BuiltinError("the tensor is empty")
     if dim is None and not keepdim:
-        return run_op(reduce, t)
+        return _scalar(run_op(reduce, t))
     return _accumulate(ctx, name, reduce, t, dim, keepdim, t.dtype)
 
 
 @builtin(ctx=True, method=True)
 def max_(ctx: Context, x: Any, dim: Any = None, keepdim: Any = False) -> Any:
-    """max(x): the largest value (0-d tensor); max(x, dim[, keepdim]): along dim; max(a, b) of two numbers is
+    """max(x): the largest value (a number); max(x, dim[, keepdim]): along dim; max(a, b) of two numbers is
     a number (an int if both are ints), of a tensor and a tensor or float the element-wise maximum."""
     return _extreme(ctx, "max", x, dim, keepdim, larger_number, torch.amax)
 
@@ -100,10 +109,10 @@ def min_(ctx: Context, x: Any, dim: Any = None, keepdim: Any = False) -> Any:
     return _extreme(ctx, "min", x, dim, keepdim, smaller_number, torch.amin)
 
 
-def _arg_reduce(ctx: Context, x: Any, dim: Any, keepdim: Any, fn: Callable, name: str) -> Any:
+def _arg_reduce(ctx: Context, x: Any, dim: Any, keepdim: Any, fn: Callable) -> Any:
     t = tensor_arg(ctx, x)
     if t.numel() == 0:
-        raise BuiltinError(f"{name} of an empty tensor")
+        raise BuiltinError("the tensor is empty")
     if dim is None:
         flat = int(run_op(fn, t).item())
         return torch.full([1] * t.ndim, flat, dtype=torch.int64, device=t.device) if keepdim else flat
@@ -117,13 +126,13 @@ def _arg_reduce(ctx: Context, x: Any, dim: Any, keepdim: Any, fn: Callable, name
 def argmax(ctx: Context, x: Any, dim: Any = None, keepdim: Any = False) -> Any:
     """argmax(x): the index of the largest value in the flattened tensor, an int; argmax(x, dim[, keepdim]):
     an int64 tensor of indices along dim (the original returns float indices and ignores keepdim: true)."""
-    return _arg_reduce(ctx, x, dim, keepdim, torch.argmax, "argmax")
+    return _arg_reduce(ctx, x, dim, keepdim, torch.argmax)
 
 
 @builtin(ctx=True, method=True)
 def argmin(ctx: Context, x: Any, dim: Any = None, keepdim: Any = False) -> Any:
     """argmin(x) / argmin(x, dim[, keepdim]): like argmax, for the smallest value."""
-    return _arg_reduce(ctx, x, dim, keepdim, torch.argmin, "argmin")
+    return _arg_reduce(ctx, x, dim, keepdim, torch.argmin)
 
 
 @builtin(ctx=True, method=True)

@@ -133,7 +133,7 @@ def broadcast_to(ctx: Context, x: Any, target_shape: Any) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- joining
 
 
-def _tensors_and_dim(ctx: Context, args: tuple[Any, ...], dim: Any, name: str) -> tuple[list[torch.Tensor], Any]:
+def _tensors_and_dim(ctx: Context, args: tuple[Any, ...], dim: Any) -> tuple[list[torch.Tensor], Any]:
     """The tensors of concat/stack: a list ([a, b], dim) or separate arguments (a, b, dim); a trailing number
     is the dimension (the original writes concat(a, b, 0.0))."""
     items = list(args)
@@ -142,7 +142,7 @@ def _tensors_and_dim(ctx: Context, args: tuple[Any, ...], dim: Any, name: str) -
     if len(items) == 1 and isinstance(items[0], (list, tuple)):
         items = list(items[0])
     if not items:
-        raise BuiltinError(f"{name} needs at least one tensor")
+        raise BuiltinError("needs at least one tensor")
     return align(*[tensor_arg(ctx, t, "each item") for t in items]), 0 if dim is None else dim
 
 
@@ -150,7 +150,7 @@ def _tensors_and_dim(ctx: Context, args: tuple[Any, ...], dim: Any, name: str) -
 def concat(ctx: Context, *tensors: Any, dim: Any = None) -> torch.Tensor:
     """concat(a, b, dim) as in the original, also concat(a, b, c, dim), concat([a, b], dim: 0); dim 0 if
     omitted."""
-    ts, d = _tensors_and_dim(ctx, tensors, dim, "concat")
+    ts, d = _tensors_and_dim(ctx, tensors, dim)
     d = _dim(d, ts[0].ndim)
     for t in ts[1:]:
         if t.ndim != ts[0].ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, ts[0].shape)) if i != d):
@@ -161,7 +161,7 @@ def concat(ctx: Context, *tensors: Any, dim: Any = None) -> torch.Tensor:
 @builtin(ctx=True)
 def stack(ctx: Context, *tensors: Any, dim: Any = None) -> torch.Tensor:
     """stack([a, b], dim: 0) or stack(a, b, 0): the tensors (of one shape) along a new dimension."""
-    ts, d = _tensors_and_dim(ctx, tensors, dim, "stack")
+    ts, d = _tensors_and_dim(ctx, tensors, dim)
     if any(t.shape != ts[0].shape for t in ts):
         raise BuiltinError(f"needs tensors of one shape, got {', '.join(shape_text(t) for t in ts)}")
     return run_op(torch.stack, ts, dim=_dim(d, ts[0].ndim, extra=1))
@@ -173,8 +173,7 @@ def stack(ctx: Context, *tensors: Any, dim: Any = None) -> torch.Tensor:
 def _pieces(parts: tuple[torch.Tensor, ...], every: Any) -> Any:
     """The original's split and chunk return only the first piece (its example programs print that);
     all: true gives the list of every piece."""
-    pieces = [p.clone() for p in parts]
-    return pieces if every else pieces[0]
+    return [p.clone() for p in parts] if every else parts[0].clone()
 
 
 @builtin(ctx=True, method=True)

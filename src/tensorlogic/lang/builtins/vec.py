@@ -34,7 +34,7 @@ def push(v: Vec, value: Any) -> None:
 def pop(v: Vec) -> Any:
     """v.pop(): removes and returns the last element; an error on an empty vector."""
     if not v.items:
-        raise BuiltinError(f"pop from an empty {v.name}")
+        raise BuiltinError(f"the {v.name} is empty")
     return v.items.pop()
 
 
