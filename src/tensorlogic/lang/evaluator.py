@@ -12,6 +12,7 @@ Semantics follow the original TensorLogic (docs/LANGUAGE.md says where we differ
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 import operator
 import os
@@ -27,8 +28,9 @@ import torch
 
 from ..errors import ScriptError, TensorLogicError
 from . import ast
-from .attrs import get_attr
+from .attrs import get_attr, get_method
 from .builtins import BUILTINS
+from .builtins.core import fill_placeholders
 from .format import format_value
 from .parser import parse
 from .values import (
@@ -47,13 +49,9 @@ from .values import (
     script_signature,
     shape_text,
     to_tensor,
+    truth,
     type_name,
 )
-
-try:  # truth() moves into values.py with the builtins split
-    from .values import truth
-except ImportError:
-    from .builtins.core import truth
 
 # Deepest chain of TensorLogic calls; far below the Python stack this interpreter needs for it.
 MAX_CALL_DEPTH = 400
@@ -490,6 +488,8 @@ class ScriptInterpreter:
     def _reshape_flat(self, s: ast.TensorDecl, t: torch.Tensor) -> torch.Tensor:
         # A flat initializer fills the declared shape in row-major order (as the original does).
         dims = s.type.dims or ()
+        if t.numel() == 1 and t.ndim != len(dims) and all(d == 1 for d in dims):
+            return t.reshape([1] * len(dims))
         if t.ndim != 1 or len(dims) <= 1:
             return t
         shape = [self._decl_dim(d, s, allow_unknown=True) for d in dims]
@@ -706,7 +706,11 @@ class ScriptInterpreter:
             return self._builtin_call(lambda: to_tensor(self.ctx, items), e, "tensor literal")
         numbers = [x for x in items if is_number(x) and not isinstance(x, bool)]
         if numbers and len(numbers) == len(items):
-            if isinstance(items[0], int) and any(isinstance(x, float) for x in items):
+            # The first element decides the array's type (the original's rule): after a float, integers
+            # become floats; after an integer, a float is an error.
+            if isinstance(items[0], float):
+                return [float(x) for x in items]
+            if any(isinstance(x, float) for x in items):
                 bad = next(i for i, x in enumerate(items) if isinstance(x, float))
                 raise self.error(
                     e.items[bad],
@@ -1051,6 +1055,8 @@ class ScriptInterpreter:
         fn = self.methods.get(base, {}).get(e.name)
         if fn is not None:
             return fn
+        if base in _TYPE_NAMESPACES and e.name in BUILTINS:
+            return _in_dtype(BUILTINS[e.name], _TYPE_NAMESPACES[base])
         if base in self.structs:
             known = list(self.methods.get(base, {}))
             raise self.error(e, f"struct {base} has no associated function '{e.name}'{self._hint(e.name, known)}")
@@ -1063,6 +1069,9 @@ class ScriptInterpreter:
     # ------------------------------------------------------------------ calls
     def eval_Call(self, e: ast.Call) -> Any:
         func = e.func
+        if (isinstance(func, ast.Attr) and isinstance(func.target, ast.Name) and func.target.id == "python"
+                and func.name == "call" and self.scope.find("python") is None):
+            return self._python_dotted_call(e)
         if isinstance(func, ast.Attr):
             target = self.eval(func.target)
             name = func.name
@@ -1088,6 +1097,27 @@ class ScriptInterpreter:
         kwargs = {k: self.eval(v) for k, v in e.kwargs}
         return self.call_value(fn, args, kwargs, e, name, e.args, e.kwargs)
 
+    def _python_dotted_call(self, e: ast.Call) -> Any:
+        """``python.call("np.sum", x)``: call a function of a module brought in with ``python import``."""
+        if not e.args:
+            raise self.error(e, 'python.call needs the function name first, e.g. python.call("np.sum", x)')
+        target = self.eval(e.args[0])
+        if not isinstance(target, str) or "." not in target:
+            raise self.error(e.args[0], f"python.call: expected \"module.function\", got {format_value(target, True)}")
+        module_name, *attrs = target.split(".")
+        module = self.python_modules.get(module_name)
+        if module is None:
+            raise self.error(e.args[0], f"python.call: no python module '{module_name}'; add 'python import "
+                             f"{module_name}' first")
+        fn: Any = module
+        for a in attrs:
+            fn = getattr(fn, a, None)
+            if fn is None:
+                raise self.error(e.args[0], f"python.call: '{target}' does not exist")
+        args = [self.eval(a) for a in e.args[1:]]
+        kwargs = {k: self.eval(v) for k, v in e.kwargs}
+        return self._python_call(fn, args, kwargs, e, target)
+
     def _method(self, target: Any, name: str, node: ast.Attr, has_args: bool) -> Any:
         if isinstance(target, StructValue):
             method = self.methods.get(target.type, {}).get(name)
@@ -1095,6 +1125,12 @@ class ScriptInterpreter:
                 return BoundStructMethod(method, target)
             if name in target.fields:
                 return target.fields[name]
+            return self._attr(target, name, node)
+        if isinstance(target, torch.Tensor):
+            try:
+                return get_method(self.ctx, target, name)
+            except (BuiltinError, TensorLogicError) as err:
+                raise self.error(node, str(err)) from None
         return self._attr(target, name, node)
 
     def _format_args(self, args: list, e: ast.Node) -> str:
@@ -1102,10 +1138,7 @@ class ScriptInterpreter:
             return "explicit panic"
         head, rest = args[0], args[1:]
         if isinstance(head, str) and "{}" in head:
-            pieces = head.split("{}")
-            if len(pieces) - 1 != len(rest):
-                raise self.error(e, f"the format string has {len(pieces) - 1} '{{}}' but {len(rest)} values follow")
-            return pieces[0] + "".join(format_value(v) + p for v, p in zip(rest, pieces[1:]))
+            return self._builtin_call(lambda: fill_placeholders(self.ctx, head, tuple(rest)), e, "panic")
         return " ".join(format_value(v) for v in args)
 
     def call_value(
@@ -1149,9 +1182,9 @@ class ScriptInterpreter:
         except (ScriptError, _Break, _Continue, _Return, KeyboardInterrupt):
             raise
         except BuiltinError as err:
-            raise self.error(node, f"{name}: {err}") from None
+            raise self.error(node, _prefixed(name, str(err))) from None
         except TensorLogicError as err:
-            raise self.error(node, f"{name}: {str(err).splitlines()[0]}") from None
+            raise self.error(node, _prefixed(name, str(err).splitlines()[0])) from None
         except RecursionError:
             raise
         except Exception as err:
@@ -1329,6 +1362,10 @@ _TORCH_OPS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+def _prefixed(name: str, message: str) -> str:
+    return message if message.startswith(f"{name}:") else f"{name}: {message}"
+
+
 def _int_div(a: int, b: int) -> int:
     """Integer division truncating toward zero (Rust's i64 ``/``)."""
     if b == 0:
@@ -1404,6 +1441,24 @@ def _substitute(t: ast.TypeSpec, generic: dict[str, str]) -> ast.TypeSpec:
     if t.base in generic:
         return ast.TypeSpec(generic[t.base], t.dims, t.args, line=t.line, col=t.col)
     return t
+
+
+_TYPE_NAMESPACES: dict[str, torch.dtype | None] = {"f32": torch.float32, "f16": torch.float16, "Tensor": None}
+
+
+def _in_dtype(b: Builtin, dtype: torch.dtype | None) -> Builtin:
+    """``f32::name``: the plain builtin, with floating tensor results in the namespace's dtype."""
+    if dtype is None:
+        return b
+
+    def fn(*args: Any, **kwargs: Any) -> Any:
+        out = b.fn(*args, **kwargs)
+        if isinstance(out, torch.Tensor) and out.is_floating_point():
+            return out.to(dtype)
+        return out
+
+    fn.__signature__ = inspect.signature(b.fn)  # type: ignore[attr-defined]
+    return Builtin(b.name, fn, b.needs_ctx, b.method)
 
 
 def _callable(v: Any) -> bool:
