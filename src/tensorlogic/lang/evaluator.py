@@ -32,6 +32,7 @@ from .attrs import get_attr, get_method
 from .builtins import BUILTINS
 from .builtins.core import fill_placeholders
 from .format import format_value
+from .logic_stmts import EntityEmbedding, LogicStatements
 from .parser import parse
 from .values import (
     APPROX_TOL,
@@ -176,7 +177,7 @@ _NO_VALUE = object()  # a block whose last statement is not an expression
 # ---------------------------------------------------------------------------------------------- interpreter
 
 
-class ScriptInterpreter:
+class ScriptInterpreter(LogicStatements):
     """Executes programs against one global scope; the REPL keeps one interpreter across inputs."""
 
     def __init__(self, ctx: Context | None = None):
@@ -195,6 +196,9 @@ class ScriptInterpreter:
         self.depth = 0
         self.tests: list[ast.TestBlock] = []
         self.benches: list[ast.BenchBlock] = []
+        self.kb: Any = None  # the logic knowledge base, made on first use
+        self.relations: set[str] = set()  # declared relations and rule heads: a call statement is a fact
+        self.with_entity: str | None = None
 
     # ------------------------------------------------------------------ entry points
     def run(self, source: str, file: str, path: Path | None = None, echo: bool = False) -> None:
@@ -405,6 +409,11 @@ class ScriptInterpreter:
         return method(s)
 
     def exec_ExprStmt(self, s: ast.ExprStmt) -> Any:
+        if isinstance(s.expr, ast.Call):
+            relation = self.fact_relation(s.expr)
+            if relation is not None:
+                self.add_fact(relation, s.expr)
+                return _NO_VALUE
         return self.eval(s.expr)
 
     def exec_Let(self, s: ast.Let) -> Any:
@@ -613,15 +622,6 @@ class ScriptInterpreter:
         )
         return _NO_VALUE
 
-    def _logic_unsupported(self, s: ast.Node) -> Any:
-        raise self.error(
-            s,
-            f"{_construct(s)} belongs to TensorLogic's logic engine, which TensorLogic for Python does not have yet",
-        )
-
-    exec_EntityDecl = exec_RelationDecl = exec_Rule = exec_Query = exec_Infer = _logic_unsupported
-    exec_Learn = exec_With = exec_EmbeddingDecl = _logic_unsupported
-
     def _truth(self, value: Any, node: ast.Node) -> bool:
         try:
             return truth(value)
@@ -803,6 +803,8 @@ class ScriptInterpreter:
                 return target[k]
             if isinstance(target, Record):
                 return target[key[0]]
+            if isinstance(target, EntityEmbedding) and len(key) == 1 and isinstance(key[0], str):
+                return target.row(key[0])
             items = getattr(target, "items", None)
             if isinstance(items, list) and len(key) == 1:  # a Vec
                 return items[key[0]]
