@@ -11,33 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from tensorlogic.lang.builtins import BUILTINS
-from tensorlogic.lang.values import BuiltinError, Context
-
-F16 = dict(atol=2e-3, rtol=2e-2)
-F32 = dict(atol=1e-5, rtol=1e-4)
-
-
-def call(name, *args, ctx=None, **kwargs):
-    return BUILTINS[name].fn(ctx or Context(), *args, **kwargs)
-
-
-def rnd(*shape, seed=0, dtype=torch.float32):
-    return torch.from_numpy(np.random.default_rng(seed).standard_normal(shape)).to(dtype)
-
-
-def f64(t):
-    return t.detach().cpu().double().numpy()
-
-
-def close(got, want, dtype):
-    assert got.dtype == dtype
-    np.testing.assert_allclose(f64(got), want, **(F16 if dtype == torch.float16 else F32))
-
-
-def error(name, *args, match, ctx=None):
-    with pytest.raises(BuiltinError, match=match):
-        call(name, *args, ctx=ctx)
+from lang.builtins.support import call, close, error, f64, rnd
+from tensorlogic.lang.values import Context
 
 
 def _softmax(x, axis):

@@ -6,19 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tensorlogic.lang.builtins import BUILTINS
-from tensorlogic.lang.values import BuiltinError, Context
-
-
-def call(name: str, *args, ctx: Context | None = None, **kwargs):
-    b = BUILTINS[name]
-    return b.fn(ctx or Context(device="cpu"), *args, **kwargs) if b.needs_ctx else b.fn(*args, **kwargs)
-
-
-def error(name: str, *args, **kwargs) -> str:
-    with pytest.raises(BuiltinError) as e:
-        call(name, *args, **kwargs)
-    return str(e.value)
+from lang.builtins.support import call, error
+from tensorlogic.lang.values import Context
 
 
 @pytest.mark.parametrize("shape", [([2, 3],), (2, 3), ([2.0, 3.0],), (torch.tensor([2, 3]),), ([],)])

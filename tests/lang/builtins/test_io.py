@@ -9,24 +9,13 @@ import struct
 import pytest
 import torch
 
-from tensorlogic.lang.builtins import BUILTINS
-from tensorlogic.lang.values import BuiltinError, Context
+from lang.builtins.support import call, error
+from tensorlogic.lang.values import Context
 
 
 def ctx_for(tmp_path=None, stdin: str = "") -> Context:
     base = tmp_path if tmp_path is not None else Context().base_dir
     return Context(base_dir=base, device="cpu", out=io.StringIO(), err=io.StringIO(), inp=io.StringIO(stdin))
-
-
-def call(name: str, *args, ctx: Context | None = None):
-    b = BUILTINS[name]
-    return b.fn(ctx or ctx_for(), *args) if b.needs_ctx else b.fn(*args)
-
-
-def error(name: str, *args, ctx: Context | None = None) -> str:
-    with pytest.raises(BuiltinError) as e:
-        call(name, *args, ctx=ctx)
-    return str(e.value)
 
 
 def test_env(monkeypatch):

@@ -8,34 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from tensorlogic.lang.builtins import BUILTINS
-from tensorlogic.lang.values import BuiltinError, Context
-
-F16 = dict(atol=2e-3, rtol=2e-2)
-F32 = dict(atol=1e-5, rtol=1e-4)
-
-
-def call(name, *args, ctx=None, **kwargs):
-    b = BUILTINS[name]
-    return b.fn(ctx or Context(), *args, **kwargs) if b.needs_ctx else b.fn(*args, **kwargs)
-
-
-def rnd(*shape, seed=0, dtype=torch.float32):
-    return torch.from_numpy(np.random.default_rng(seed).standard_normal(shape)).to(dtype)
-
-
-def f64(t):
-    return t.detach().cpu().double().numpy()
+from lang.builtins.support import call, close, error, f64, rnd
+from tensorlogic.lang.values import Context
 
 
 def score(got, want, dtype):
-    assert got.shape == (1,) and got.dtype == dtype
-    np.testing.assert_allclose(f64(got), [want], **(F16 if dtype == torch.float16 else F32))
-
-
-def error(name, *args, match, ctx=None):
-    with pytest.raises(BuiltinError, match=match):
-        call(name, *args, ctx=ctx)
+    """got is a one-element score tensor of dtype holding want."""
+    close(got, [want], dtype)
 
 
 def kg_context():

@@ -9,29 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TOLERANCES
-from tensorlogic.lang.builtins import BUILTINS
-from tensorlogic.lang.values import BuiltinError, Context
-
-CTX = Context(device="cpu")
-
-
-def call(name: str, *args, ctx: Context | None = None, **kwargs):
-    b = BUILTINS[name]
-    return b.fn(ctx or CTX, *args, **kwargs) if b.needs_ctx else b.fn(*args, **kwargs)
-
-
-def error(name: str, *args, **kwargs) -> str:
-    with pytest.raises(BuiltinError) as e:
-        call(name, *args, **kwargs)
-    return str(e.value)
-
-
-def close(got: torch.Tensor, want: np.ndarray, dtype=torch.float16) -> None:
-    assert isinstance(got, torch.Tensor) and got.dtype == dtype, got
-    atol, rtol = TOLERANCES[str(dtype).removeprefix("torch.")]
-    np.testing.assert_allclose(got.double().numpy(), want, atol=atol, rtol=rtol)
-
+from lang.builtins.support import call, close, error
+from tensorlogic.lang.values import Context
 
 X64 = torch.linspace(0.1, 3.0, 12, dtype=torch.float64).reshape(3, 4)
 NP = {

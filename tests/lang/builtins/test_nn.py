@@ -9,38 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from tensorlogic.lang.builtins import BUILTINS
-from tensorlogic.lang.values import BuiltinError, Context
-
-F16 = dict(atol=2e-3, rtol=2e-2)
-F32 = dict(atol=1e-5, rtol=1e-4)
-
-
-def call(name, *args, ctx=None, **kwargs):
-    b = BUILTINS[name]
-    return b.fn(ctx or Context(), *args, **kwargs) if b.needs_ctx else b.fn(*args, **kwargs)
-
-
-def rnd(*shape, seed=0, dtype=torch.float32):
-    return torch.from_numpy(np.random.default_rng(seed).standard_normal(shape)).to(dtype)
-
-
-def f64(t):
-    return t.detach().cpu().double().numpy()
-
-
-def close(got, want, dtype=None):
-    assert isinstance(got, torch.Tensor)
-    if dtype is not None:
-        assert got.dtype == dtype
-    tol = F16 if got.dtype == torch.float16 else F32
-    np.testing.assert_allclose(f64(got), np.asarray(want, dtype=np.float64), **tol)
-
-
-def error(name, *args, match, **kwargs):
-    with pytest.raises(BuiltinError, match=match):
-        call(name, *args, **kwargs)
-
+from conftest import TOLERANCES
+from lang.builtins.support import call, close, error, f64, rnd
+from tensorlogic.lang.values import Context
 
 # ---------------------------------------------------------------------------------------------- layers
 
@@ -275,7 +246,8 @@ def test_rope_with_precomputed_tables():
     # The tables are float16 (as the original's), so the rotation is float16-accurate.
     got = call("rope", x, cos, sin)
     assert got.dtype == torch.float32
-    np.testing.assert_allclose(f64(got), _rope_ref(f64(x), np.arange(4)), **F16)
+    atol, rtol = TOLERANCES["float16"]
+    np.testing.assert_allclose(f64(got), _rope_ref(f64(x), np.arange(4)), atol=atol, rtol=rtol)
 
 
 def test_precompute_rope_tables():

@@ -9,31 +9,11 @@ import pytest
 import torch
 
 from conftest import TOLERANCES
-from tensorlogic.lang.builtins import BUILTINS
-from tensorlogic.lang.values import BuiltinError, Context, Record
+from lang.builtins.support import call, close, error
+from tensorlogic.lang.values import Context, Record
 
-CTX = Context(device="cpu")
 A64 = torch.tensor([[1.5, -2.0, 3.25], [4.0, 0.5, -1.0]], dtype=torch.float64)
 A = A64.numpy()
-
-
-def call(name: str, *args, ctx: Context | None = None, **kwargs):
-    b = BUILTINS[name]
-    return b.fn(ctx or CTX, *args, **kwargs) if b.needs_ctx else b.fn(*args, **kwargs)
-
-
-def error(name: str, *args, **kwargs) -> str:
-    with pytest.raises(BuiltinError) as e:
-        call(name, *args, **kwargs)
-    return str(e.value)
-
-
-def close(got, want, dtype=torch.float16) -> None:
-    assert isinstance(got, torch.Tensor) and got.dtype == dtype, got
-    want = np.asarray(want, dtype=np.float64)
-    assert tuple(got.shape) == want.shape
-    atol, rtol = TOLERANCES[str(dtype).removeprefix("torch.")]
-    np.testing.assert_allclose(got.double().numpy(), want, atol=atol, rtol=rtol)
 
 
 @pytest.mark.parametrize(

@@ -8,15 +8,10 @@ import math
 import pytest
 import torch
 
-from tensorlogic.lang.builtins import BUILTINS
-from tensorlogic.lang.values import BuiltinError, Context
+from lang.builtins.support import call, error
+from tensorlogic.lang.values import Context
 
 NEG = -math.inf
-
-
-def call(name, *args, ctx=None, **kwargs):
-    b = BUILTINS[name]
-    return b.fn(ctx or Context(), *args, **kwargs) if b.needs_ctx else b.fn(*args, **kwargs)
 
 
 def seeded(n=0):
@@ -27,11 +22,6 @@ def seeded(n=0):
 
 def values(t):
     return t.detach().cpu().double().numpy().tolist()
-
-
-def error(name, *args, match):
-    with pytest.raises(BuiltinError, match=match):
-        call(name, *args)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])

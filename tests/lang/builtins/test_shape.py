@@ -8,22 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from lang.builtins.support import call, error
 from tensorlogic.lang.attrs import get_method
-from tensorlogic.lang.builtins import BUILTINS
-from tensorlogic.lang.values import BuiltinError, Context
+from tensorlogic.lang.values import Context
 
 CTX = Context(device="cpu")
-
-
-def call(name: str, *args, ctx: Context | None = None, **kwargs):
-    b = BUILTINS[name]
-    return b.fn(ctx or CTX, *args, **kwargs) if b.needs_ctx else b.fn(*args, **kwargs)
-
-
-def error(name: str, *args, **kwargs) -> str:
-    with pytest.raises(BuiltinError) as e:
-        call(name, *args, **kwargs)
-    return str(e.value)
 
 
 def grid(*shape: int, dtype=torch.float16) -> torch.Tensor:

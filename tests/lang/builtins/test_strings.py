@@ -5,18 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tensorlogic.lang.builtins import BUILTINS
-from tensorlogic.lang.values import BuiltinError, Vec
-
-
-def call(name: str, *args):
-    return BUILTINS[name].fn(*args)
-
-
-def error(name: str, *args) -> str:
-    with pytest.raises(BuiltinError) as e:
-        call(name, *args)
-    return str(e.value)
+from lang.builtins.support import call, error
+from tensorlogic.lang.values import Vec
 
 
 @pytest.mark.parametrize(

@@ -10,22 +10,12 @@ from typing import Any
 
 import torch
 
-from ..values import BuiltinError, Context, as_int, shape_text, type_name
+from ..values import BuiltinError, Context, as_int, type_name
 from . import builtin
-from .nn import compute, finish, float_arg, standardize
+from .nn import broadcast_floats, compute, finish, float_arg, standardize
 
 _AGGREGATIONS = ("mean", "sum")
 _NORMS = ("l2", "layer")
-
-
-def _same_shape(ctx: Context, name: str, values: tuple[Any, ...], names: tuple[str, ...]) -> list[torch.Tensor]:
-    ts = [float_arg(ctx, v, n) for v, n in zip(values, names)]
-    try:
-        torch.broadcast_shapes(*(t.shape for t in ts))
-    except RuntimeError:
-        shapes = ", ".join(f"{n} {shape_text(t)}" for n, t in zip(names, ts))
-        raise BuiltinError(f"{name}: shapes do not match ({shapes})") from None
-    return ts
 
 
 def _choice(v: Any, name: str, what: str, allowed: tuple[str, ...]) -> str:
@@ -54,15 +44,15 @@ def aggregate_neighbors(ctx: Context, node_features: Any, num_neighbors: Any, ag
 def relational_aggregate(ctx: Context, node_emb: Any, relation_emb: Any, neighbor_emb: Any) -> torch.Tensor:
     """relational_aggregate(node_emb, relation_emb, neighbor_emb): node + relation * neighbor (an R-GCN message)."""
     names = ("node_emb", "relation_emb", "neighbor_emb")
-    dtype, (node, rel, nb) = compute(*_same_shape(ctx, "relational_aggregate", (node_emb, relation_emb, neighbor_emb),
-                                                  names))
+    embs = broadcast_floats(ctx, "relational_aggregate", (node_emb, relation_emb, neighbor_emb), names)
+    dtype, (node, rel, nb) = compute(*embs)
     return finish(ctx, "relational_aggregate", node + rel * nb, dtype)
 
 
 @builtin(ctx=True)
 def graph_attention(ctx: Context, query: Any, key: Any, value: Any) -> torch.Tensor:
     """graph_attention(query, key, value): value * sigmoid(sum(query * key)), one neighbour's attention weight."""
-    dtype, (q, k, v) = compute(*_same_shape(ctx, "graph_attention", (query, key), ("query", "key")),
+    dtype, (q, k, v) = compute(*broadcast_floats(ctx, "graph_attention", (query, key), ("query", "key")),
                                float_arg(ctx, value, "value"))
     return finish(ctx, "graph_attention", v * torch.sigmoid((q * k).sum()), dtype)
 

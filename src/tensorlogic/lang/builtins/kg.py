@@ -11,11 +11,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..values import DEFAULT_DTYPE, BuiltinError, Context, is_number, shape_text, type_name
+from ..values import DEFAULT_DTYPE, BuiltinError, Context, is_number, type_name
 from . import builtin
-from .nn import compute, finish, float_arg, number
+from .nn import broadcast_floats, compute, finish, float_arg, number
 
 _NORMS = ("L1", "L2")
+# What the shape-mismatch error calls the arguments: "NAME: embedding shapes do not match (...)".
+_WHAT = "embedding shapes"
 
 
 def _entity_types(ctx: Context) -> dict[str, list[str]]:
@@ -57,16 +59,6 @@ def entity_dim(ctx: Context, entity_type: Any) -> int:
     return len(members)
 
 
-def _embeddings(ctx: Context, name: str, values: tuple[Any, ...], names: tuple[str, ...]) -> list[torch.Tensor]:
-    ts = [float_arg(ctx, v, n) for v, n in zip(values, names)]
-    try:
-        torch.broadcast_shapes(*(t.shape for t in ts))
-    except RuntimeError:
-        shapes = ", ".join(f"{n} {shape_text(t)}" for n, t in zip(names, ts))
-        raise BuiltinError(f"{name}: embedding shapes do not match ({shapes})") from None
-    return ts
-
-
 def _score(ctx: Context, name: str, dtype: torch.dtype, value: torch.Tensor) -> torch.Tensor:
     return finish(ctx, name, value.reshape(1), dtype)
 
@@ -76,7 +68,7 @@ def _transe(ctx: Context, name: str, h: Any, r: Any, t: Any, norm: Any, names: t
         raise BuiltinError(f'{name}() norm must be a string ("L1" or "L2"), got {type_name(norm)}')
     if norm not in _NORMS:
         raise BuiltinError(f'{name}() norm must be "L1" or "L2", got "{norm}"')
-    dtype, (hc, rc, tc) = compute(*_embeddings(ctx, name, (h, r, t), names))
+    dtype, (hc, rc, tc) = compute(*broadcast_floats(ctx, name, (h, r, t), names, _WHAT))
     diff = hc + rc - tc
     dist = diff.abs().sum() if norm == "L1" else diff.pow(2).sum().sqrt()
     return _score(ctx, name, dtype, -dist)
@@ -103,7 +95,7 @@ def predict_head_transe(ctx: Context, head_candidate: Any, relation: Any, tail: 
 
 
 def _distmult(ctx: Context, name: str, h: Any, r: Any, t: Any, names: tuple[str, ...]) -> torch.Tensor:
-    dtype, (hc, rc, tc) = compute(*_embeddings(ctx, name, (h, r, t), names))
+    dtype, (hc, rc, tc) = compute(*broadcast_floats(ctx, name, (h, r, t), names, _WHAT))
     return _score(ctx, name, dtype, (hc * rc * tc).sum())
 
 
@@ -131,7 +123,7 @@ _COMPLEX_NAMES = ("h_re", "h_im", "r_re", "r_im", "t_re", "t_im")
 
 
 def _complex(ctx: Context, name: str, values: tuple[Any, ...]) -> torch.Tensor:
-    dtype, (hr, hi, rr, ri, tr, ti) = compute(*_embeddings(ctx, name, values, _COMPLEX_NAMES))
+    dtype, (hr, hi, rr, ri, tr, ti) = compute(*broadcast_floats(ctx, name, values, _COMPLEX_NAMES, _WHAT))
     return _score(ctx, name, dtype, (hr * rr * tr + hr * ri * ti + hi * rr * ti - hi * ri * tr).sum())
 
 
@@ -161,8 +153,8 @@ def predict_head_complex(
 def margin_ranking_loss(ctx: Context, pos_score: Any, neg_score: Any, margin: Any) -> torch.Tensor:
     """margin_ranking_loss(pos_score, neg_score, margin): max(0, margin + neg_score - pos_score), elementwise."""
     m = number(margin, "margin_ranking_loss() margin")
-    dtype, (pos, neg) = compute(*_embeddings(ctx, "margin_ranking_loss", (pos_score, neg_score),
-                                             ("pos_score", "neg_score")))
+    scores = broadcast_floats(ctx, "margin_ranking_loss", (pos_score, neg_score), ("pos_score", "neg_score"), _WHAT)
+    dtype, (pos, neg) = compute(*scores)
     return finish(ctx, "margin_ranking_loss", torch.relu(m + neg - pos), dtype)
 
 

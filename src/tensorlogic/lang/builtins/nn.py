@@ -46,6 +46,19 @@ def float_arg(ctx: Context, v: Any, what: str) -> torch.Tensor:
     return t if t.is_floating_point() else t.to(DEFAULT_DTYPE)
 
 
+def broadcast_floats(
+    ctx: Context, name: str, values: tuple[Any, ...], names: tuple[str, ...], what: str = "shapes"
+) -> list[torch.Tensor]:
+    """float_arg of each value; unless their shapes broadcast together, an error naming every argument's shape."""
+    ts = [float_arg(ctx, v, n) for v, n in zip(values, names)]
+    try:
+        torch.broadcast_shapes(*(t.shape for t in ts))
+    except RuntimeError:
+        shapes = ", ".join(f"{n} {shape_text(t)}" for n, t in zip(names, ts))
+        raise BuiltinError(f"{name}: {what} do not match ({shapes})") from None
+    return ts
+
+
 def compute(*tensors: torch.Tensor) -> tuple[torch.dtype, list[torch.Tensor]]:
     """The first tensor's dtype and every tensor on one device in the compute dtype.
 
@@ -510,29 +523,27 @@ def padding_mask(ctx: Context, lengths: Any, max_length: Any) -> torch.Tensor:
     return mask.to(torch.float32 if wide else DEFAULT_DTYPE).to(ctx.torch_device())
 
 
-@builtin(ctx=True)
-def combine_masks(ctx: Context, mask1: Any, mask2: Any) -> torch.Tensor:
-    """combine_masks(mask1, mask2): elementwise product (logical AND of 0/1 masks), broadcasting."""
-    a, b = float_arg(ctx, mask1, "mask1"), float_arg(ctx, mask2, "mask2")
-    try:
-        torch.broadcast_shapes(a.shape, b.shape)
-    except RuntimeError:
-        raise BuiltinError(f"combine_masks: shapes {shape_text(a)} and {shape_text(b)} do not broadcast") from None
-    dtype, (ac, bc) = compute(a, b)
-    return (ac * bc).to(dtype)
-
-
-# ---------------------------------------------------------------------------------------------- fused ops
-
-
-def _binary(ctx: Context, name: str, a: Any, b: Any) -> tuple[torch.dtype, torch.Tensor, torch.Tensor]:
-    x, y = float_arg(ctx, a, "a"), float_arg(ctx, b, "b")
+def _binary(
+    ctx: Context, name: str, a: Any, b: Any, names: tuple[str, str] = ("a", "b")
+) -> tuple[torch.dtype, torch.Tensor, torch.Tensor]:
+    """Two float arguments that broadcast together, in the compute dtype, with the first one's dtype."""
+    x, y = float_arg(ctx, a, names[0]), float_arg(ctx, b, names[1])
     try:
         torch.broadcast_shapes(x.shape, y.shape)
     except RuntimeError:
         raise BuiltinError(f"{name}: shapes {shape_text(x)} and {shape_text(y)} do not broadcast") from None
     dtype, (xc, yc) = compute(x, y)
     return dtype, xc, yc
+
+
+@builtin(ctx=True)
+def combine_masks(ctx: Context, mask1: Any, mask2: Any) -> torch.Tensor:
+    """combine_masks(mask1, mask2): elementwise product (logical AND of 0/1 masks), broadcasting."""
+    dtype, ac, bc = _binary(ctx, "combine_masks", mask1, mask2, ("mask1", "mask2"))
+    return (ac * bc).to(dtype)
+
+
+# ---------------------------------------------------------------------------------------------- fused ops
 
 
 @builtin(ctx=True)
