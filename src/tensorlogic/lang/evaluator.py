@@ -230,6 +230,15 @@ class ScriptInterpreter(LogicStatements):
                 self.imported.add(real)
         return program
 
+    def run_declarations(self, program: ast.Program) -> None:
+        """Run the program's top-level declarations that make values (tensors, logic), not its statements
+        or ``main``: what ``tl test`` does before the test blocks, as the original does."""
+        kinds = (ast.TensorDecl, ast.EntityDecl, ast.RelationDecl, ast.Rule, ast.EmbeddingDecl)
+        with self._deep_stack():
+            for item in program.items:
+                if isinstance(item, kinds):
+                    self._guard(lambda item=item: self.exec(item), item)
+
     def run_tests(self, out: Any = None) -> tuple[int, int]:
         """Run every collected ``test`` block in a fresh scope; returns (passed, failed)."""
         stream = out or self.ctx.stdout()
@@ -367,6 +376,9 @@ class ScriptInterpreter(LogicStatements):
             return BUILTINS[name]
         if name in self.python_modules:
             return self.python_modules[name]
+        logic = self.logic_name(name)
+        if logic is not None:
+            return logic
         known = self.scope.names() | set(PRELUDE) | set(BUILTINS)
         raise self.error(node, f"unknown name '{name}'{self._hint(name, known)}")
 
@@ -926,7 +938,7 @@ class ScriptInterpreter(LogicStatements):
                 result = float(a) ** b
             else:
                 result = _PY_OPS[op](a, b)
-        except ZeroDivisionError:
+        except (ZeroDivisionError, ValueError):  # math.fmod(x, 0) raises ValueError
             raise self.error(e, "division by zero") from None
         except OverflowError:
             raise self.error(e, f"'{op}' overflowed") from None

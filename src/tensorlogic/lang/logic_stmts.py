@@ -55,6 +55,32 @@ class EntityEmbedding:
         return f"Embedding {self.name} ({len(self.members)} × {self.dimension})"
 
 
+@dataclass(frozen=True)
+class EntityType:
+    """An entity type used as a value (``entity_dim(Person)``)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class _Domains:
+    """``ctx.entities``: the knowledge base's entity types as a read-only mapping name -> members."""
+
+    def __init__(self, kb: Any):
+        self.kb = kb
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return list(self.kb.types[name].members) if name in self.kb.types else default
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.kb.types
+
+    def __bool__(self) -> bool:
+        return True
+
+
 class LogicStatements:
     """Mixed into the script interpreter: one ``exec_`` method per logic/learning statement."""
 
@@ -65,7 +91,18 @@ class LogicStatements:
             from ..logic import KnowledgeBase
 
             self.kb = KnowledgeBase(device=str(self.ctx.torch_device()))
+            self.ctx.entities = _Domains(self.kb)
         return self.kb
+
+    def logic_name(self: ScriptInterpreter, name: str) -> Any:
+        """A bare name the script does not define: an entity type (as a value) or an entity (its name)."""
+        if self.kb is None:
+            return None
+        if name in self.kb.types:
+            return EntityType(name)
+        if any(name in t.members for t in self.kb.types.values()):
+            return name
+        return None
 
     def _logic_call(self: ScriptInterpreter, node: ast.Node, thunk: Any) -> Any:
         from ..logic import LogicError

@@ -42,7 +42,8 @@ def run_test_blocks(path: str | os.PathLike, device: str | None = None, ctx: Con
     script, source = _read(path)
     ctx = ctx or Context(base_dir=script.resolve().parent, device=device)
     interp = ScriptInterpreter(ctx)
-    interp.load(source, str(path), path=script)
+    program = interp.load(source, str(path), path=script)
+    interp.run_declarations(program)
     out = ctx.stdout()
     if not interp.tests:
         print(f"{path}: no test blocks", file=out)

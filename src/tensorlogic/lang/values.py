@@ -161,6 +161,8 @@ class Context:
     # The script position of the call being evaluated (file, line, col), kept by the evaluator so that a
     # builtin's warning can name the line; each distinct warning is shown once per position.
     where: tuple[str, int, int] | None = None
+    # Entity types of the run's logic program: type name -> members in index order (a live view).
+    entities: Any = None
     warned: set[tuple[str, tuple[str, int, int] | None]] = field(default_factory=set)
 
     def warn(self, message: str) -> None:

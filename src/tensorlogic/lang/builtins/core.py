@@ -64,7 +64,7 @@ def print_(ctx: Context, *values: Any) -> None:
 
 @builtin(ctx=True)
 def panic(ctx: Context, message: Any, *values: Any) -> None:
-    """panic("bad value {}", x) stops the script with the formatted message (exit status 1)."""
+    """panic("bad value {}", x) stops the script with the formatted message as its error (tl exits with status 2)."""
     if not isinstance(message, str):
         raise BuiltinError(format_value(message))
     raise BuiltinError(fill_placeholders(ctx, message, values) if values else message)

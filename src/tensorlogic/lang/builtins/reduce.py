@@ -1,9 +1,10 @@
 """Reductions: sum, mean, max, min, argmax, argmin, topk.
 
-sum/mean/max/min of a whole tensor give a 0-d tensor of its dtype (the original gives a float: a 0-d tensor
-prints and computes like one); with ``dim`` (one or a list) they reduce those dimensions, ``keepdim`` keeping
-them as size 1 (the original has no dim for these). float16 is summed in float32; a float16 result that
-would overflow (sum(ones(300, 300)) is 90000 > 65504) stays float32, with a warning naming the script line.
+sum/mean/max/min of a whole tensor give a number, as in the original (a 0-d tensor when the input carries a
+gradient, so that training objectives stay differentiable); with ``dim`` (one or a list) they reduce those
+dimensions, ``keepdim`` keeping them as size 1 (the original has no dim for these). float16 is summed in
+float32; a float16 result that would overflow (sum(ones(300, 300)) is 90000 > 65504) is kept in float32,
+with a warning naming the script line.
 """
 
 from __future__ import annotations
