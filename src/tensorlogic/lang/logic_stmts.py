@@ -299,19 +299,34 @@ class LogicStatements:
             raise self.error(s.objective, f"learn: {e}") from None
         except ScriptError:
             raise
+        except RuntimeError as e:
+            if "backward through the graph a second time" not in str(e):
+                raise
+            raise self.error(s.objective, "learn: the objective uses a value computed from a learnable tensor "
+                             "before the learn block, which cannot change while training; compute it inside "
+                             "the learn block") from None
         return None
 
     def _learnables(self: ScriptInterpreter) -> dict[str, torch.Tensor]:
-        found: dict[str, torch.Tensor] = {}
+        """The learnable tensors in scope, outermost scope first, each scope in declaration order."""
+        scopes = []
         scope = self.scope
         while scope is not None:
-            for name, value in scope.vars.items():
-                if name not in found and isinstance(value, torch.Tensor) and value.requires_grad and value.is_leaf:
-                    found[name] = value
-                elif name not in found and isinstance(value, EntityEmbedding):
-                    found[name] = value.table
+            scopes.append(scope)
             scope = scope.parent
-        return dict(reversed(list(found.items())))
+        found: dict[str, torch.Tensor] = {}
+        hidden: set[str] = set()
+        for scope in scopes:  # inner scopes first: a name declared there hides outer ones
+            for name, value in scope.vars.items():
+                if name in hidden:
+                    continue
+                hidden.add(name)
+                if isinstance(value, torch.Tensor) and value.requires_grad and value.is_leaf:
+                    found[name] = value
+                elif isinstance(value, EntityEmbedding):
+                    found[name] = value.table
+        order = [name for scope in reversed(scopes) for name in scope.vars if name in found]
+        return {name: found[name] for name in dict.fromkeys(order)}
 
 
 def _init_table(n: int, d: int, init: str, ctx: Any) -> torch.Tensor:
