@@ -67,3 +67,40 @@ def test_bare_tl_is_a_repl_that_keeps_state_and_history(tmp_path):
         pytest.skip("no readline on this Python: history is not kept")
     saved = hist.read_text()
     assert "x * 21" in saved and 'print("hi")' in saved and "print(x + 1)" in saved
+
+
+def test_tl_test_reports_each_block_and_exits_1_on_a_failure(tmp_path):
+    script = tmp_path / "t.tl"
+    script.write_text(
+        "tensor w: float16[2] = [1.0, 2.0]\n"
+        "fn double(x: int) -> int { x * 2 }\n"
+        "test sums { assert_eq(double(21), 42)\n assert(sum(w) == 3.0) }\n"
+        "test breaks { assert_eq(double(2), 5) }\n"
+        'main { print("main does not run under tl test") }\n'
+    )
+    r = tl("test", str(script))
+    lines = r.stdout.splitlines()
+    assert r.returncode == 1, r.stderr
+    assert lines[0] == "test sums ... ok"
+    assert lines[1] == "test breaks ... FAILED"
+    assert lines[2].startswith("  assert_eq: ") and lines[2].endswith("(" + str(script) + ":5:15)")
+    assert lines[-1] == "1 passed, 1 failed"
+    assert "main does not run" not in r.stdout
+    script.write_text("test fine { assert(true) }\n")
+    r = tl("test", str(script))
+    assert (r.returncode, r.stdout) == (0, "test fine ... ok\n1 passed, 0 failed\n")
+
+
+def test_tl_run_bench_times_each_bench_block_after_the_script(tmp_path):
+    script = tmp_path / "b.tl"
+    script.write_text('print("script")\nbench sum_loop { let s = 0\n for i in range(100) { s = s + i } }\n'
+                      "bench empty { }\n")
+    r = tl("run", str(script), "--bench")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "script"
+    assert [line.split(":")[0] for line in lines[1:]] == ["bench sum_loop", "bench empty"]
+    for line in lines[1:]:
+        value, unit = line.split(": ")[1].split()
+        assert unit == "ms" and float(value) >= 0.0
+    assert tl("run", str(script)).stdout == "script\n"  # without --bench the blocks do not run
