@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 _VARIABLE = re.compile(r"_|[A-Z][A-Z0-9_]*")
 _INITS = ("random", "xavier", "he", "zeros", "ones")
+SOFT_TEMPERATURE = 0.1
 
 
 def is_variable(name: str) -> bool:
@@ -72,10 +73,10 @@ class _Domains:
         self.kb = kb
 
     def get(self, name: str, default: Any = None) -> Any:
-        return list(self.kb.types[name].members) if name in self.kb.types else default
+        return self.kb.domain(name) if name in self.kb.entity_types() else default
 
     def __contains__(self, name: object) -> bool:
-        return name in self.kb.types
+        return name in self.kb.entity_types()
 
     def __bool__(self) -> bool:
         return True
@@ -98,9 +99,10 @@ class LogicStatements:
         """A bare name the script does not define: an entity type (as a value) or an entity (its name)."""
         if self.kb is None:
             return None
-        if name in self.kb.types:
+        types = self.kb.entity_types()
+        if name in types:
             return EntityType(name)
-        if any(name in t.members for t in self.kb.types.values()):
+        if any(name in self.kb.domain(t) for t in types):
             return name
         return None
 
@@ -227,18 +229,30 @@ class LogicStatements:
                 print(f"    {var} = {value}", file=out)
 
     def _soft_query(self: ScriptInterpreter, q: ast.Query) -> None:
+        """Soft (sigmoid) evaluation: every binding whose truth value is above 0.5, with that value."""
+        from ..logic import Var
+
         atom = self._atom(q.atom)
         kb = self._kb()
         out = self.ctx.stdout()
         print(f"Query: {_atom_text(q.atom)}", file=out)
-        scored = self._logic_call(q, lambda: kb.soft_query(atom))
-        if not scored:
+        # A low temperature keeps "no evidence" near 0 and one supporting derivation near 1 (sigmoid(±5)).
+        scores = self._logic_call(q, lambda: kb.soft_query(atom, temperature=SOFT_TEMPERATURE)).detach().float().cpu()
+        names: list[str] = []
+        domains: list[list] = []
+        types = self._logic_call(q, lambda: kb.arg_types(atom.relation))
+        for term, typ in zip(atom.args, types):
+            if isinstance(term, Var) and term.name != "_" and term.name not in names:
+                names.append(term.name)
+                domains.append(self._logic_call(q, lambda typ=typ: kb.domain(typ)))
+        found = [(idx, float(scores[idx])) for idx in _indices(scores.shape) if float(scores[idx]) > 0.5]
+        if not found:
             print("  No solutions found", file=out)
             return
-        print(f"  Found {len(scored)} solution(s)", file=out)
-        for i, (binding, score) in enumerate(scored, 1):
-            text = ", ".join(f"{k} = {v}" for k, v in binding.items()) or "Yes"
-            print(f"  Solution {i}: {text} (score {score:.4f})", file=out)
+        print(f"  Found {len(found)} solution(s)", file=out)
+        for i, (idx, score) in enumerate(found, 1):
+            text = ", ".join(f"{n} = {d[j]}" for n, d, j in zip(names, domains, idx)) or "Yes"
+            print(f"  Solution {i}: {text} (truth {score:.4f})", file=out)
 
     def _atom(self: ScriptInterpreter, a: ast.Atom | ast.Call) -> Any:
         from ..logic import Atom
@@ -343,6 +357,13 @@ def _init_table(n: int, d: int, init: str, ctx: Any) -> torch.Tensor:
         else:
             t.uniform_(-0.1, 0.1, generator=ctx.generator)
     return t.to(torch.float16).to(ctx.torch_device()).requires_grad_(True)
+
+
+def _indices(shape: torch.Size) -> list[tuple[int, ...]]:
+    if not shape:
+        return [()]
+    return [tuple(int(v) for v in idx) for idx in torch.cartesian_prod(*[torch.arange(n) for n in shape]).reshape(
+        -1, len(shape)).tolist()]
 
 
 def _atom_text(a: ast.Atom | ast.Call) -> str:

@@ -248,6 +248,10 @@ class KnowledgeBase:
             raise LogicError(f"set_relation_tensor('{name}'): expected shape {shape}, got {tuple(tensor.shape)}")
         self.soft_tensors[name] = tensor
 
+    def entity_types(self) -> list[str]:
+        """The declared entity types, in declaration order."""
+        return list(self.types)
+
     def domain(self, type_name: str) -> list:
         """Members of an entity type in index order ("entity": every constant of the program)."""
         if type_name == ENTITY:
