@@ -302,8 +302,8 @@ class LogicStatements:
         scheduler = (s.scheduler, dict(s.scheduler_args)) if s.scheduler else None
 
         def step(epoch: int) -> Any:
-            self.exec_scoped(s.body)
-            return self.eval(s.objective)
+            # The objective sees what the block's statements computed in this epoch.
+            return self.exec_scoped((*s.body, ast.ExprStmt(s.objective, line=s.objective.line, col=s.objective.col)))
 
         try:
             trainer = Trainer(params=params, optimizer=(s.optimizer, dict(s.optimizer_args)), scheduler=scheduler,
