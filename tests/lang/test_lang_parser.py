@@ -499,9 +499,10 @@ def test_with_and_learn():
     assert one(src) == ast.Learn(
         (ast.Let("loss", ast.BinOp("*", N("w"), N("w"))),), ast.BinOp("+", N("loss"), I(1)),
         "sgd", (("lr", 0.1), ("momentum", 0.9)), I(100), "step", (("step_size", 10), ("gamma", 0.5)),
+        (4, 14), (6, 14),
     )
     assert one("learn { objective: l, optimizer: adam(lr: -1e-3), epochs: n }") == ast.Learn(
-        (), N("l"), "adam", (("lr", -0.001),), N("n")
+        (), N("l"), "adam", (("lr", -0.001),), N("n"), optimizer_pos=(1, 34)
     )
 
 

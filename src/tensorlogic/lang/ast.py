@@ -398,6 +398,8 @@ class Learn(Node):
     epochs: Expr
     scheduler: str | None = None
     scheduler_args: tuple[tuple[str, int | float], ...] = ()
+    optimizer_pos: tuple[int, int] = (0, 0)  # line, col of the optimizer's name (errors point there)
+    scheduler_pos: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)

@@ -822,6 +822,8 @@ class ScriptInterpreter(LogicStatements):
                 return items[key[0]]
         except ScriptError:
             raise
+        except BuiltinError as err:
+            raise self.error(e, str(err)) from None
         except (IndexError, KeyError, TypeError, RuntimeError, ValueError) as err:
             raise self.error(e, f"bad index: {first_line(err)}") from None
         raise self.error(e, f"cannot index {_a(target)}")

@@ -17,6 +17,8 @@ import torch
 
 from ..errors import ScriptError
 from . import ast
+from .builtins import BUILTINS
+from .format import format_value
 from .values import BuiltinError
 
 if TYPE_CHECKING:
@@ -160,7 +162,7 @@ class LogicStatements:
         if not isinstance(call.func, ast.Name) or call.kwargs:
             return None
         name = call.func.id
-        if name not in self.relations or self.scope.find(name) is not None:
+        if name not in self.relations or self.scope.find(name) is not None or name in BUILTINS:
             return None
         return name
 
@@ -226,7 +228,7 @@ class LogicStatements:
                 continue
             print(f"  Solution {i}:", file=out)
             for var, value in binding.items():
-                print(f"    {var} = {value}", file=out)
+                print(f"    {var} = {format_value(value)}", file=out)
 
     def _soft_query(self: ScriptInterpreter, q: ast.Query) -> None:
         """Soft (sigmoid) evaluation: every binding whose truth value is above 0.5, with that value."""
@@ -251,7 +253,7 @@ class LogicStatements:
             return
         print(f"  Found {len(found)} solution(s)", file=out)
         for i, (idx, score) in enumerate(found, 1):
-            text = ", ".join(f"{n} = {d[j]}" for n, d, j in zip(names, domains, idx)) or "Yes"
+            text = ", ".join(f"{n} = {format_value(d[j])}" for n, d, j in zip(names, domains, idx)) or "Yes"
             print(f"  Solution {i}: {text} (truth {score:.4f})", file=out)
 
     def _atom(self: ScriptInterpreter, a: ast.Atom | ast.Call) -> Any:
@@ -310,7 +312,7 @@ class LogicStatements:
                               epochs=epochs, out=self.ctx.stdout())
             trainer.run(step)
         except TrainError as e:
-            raise self.error(s.objective, f"learn: {e}") from None
+            raise self.error(_learn_part(s, str(e)), f"learn: {e}") from None
         except ScriptError:
             raise
         except RuntimeError as e:
@@ -341,6 +343,15 @@ class LogicStatements:
                     found[name] = value.table
         order = [name for scope in reversed(scopes) for name in scope.vars if name in found]
         return {name: found[name] for name in dict.fromkeys(order)}
+
+
+def _learn_part(s: ast.Learn, message: str) -> ast.Node:
+    """Where a training error points: the optimizer's or scheduler's name when it is about them."""
+    head = message.split(":")[0]
+    for word, (line, col) in (("scheduler", s.scheduler_pos), ("optimizer", s.optimizer_pos)):
+        if word in head and line:
+            return ast.Name(word, line=line, col=col)
+    return s.objective
 
 
 def _init_table(n: int, d: int, init: str, ctx: Any) -> torch.Tensor:

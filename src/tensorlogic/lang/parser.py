@@ -792,6 +792,7 @@ class _Parser:
             if stmt is not None:
                 body.append(stmt)
         spec: dict[str, object] = {}
+        positions: dict[str, tuple[int, int]] = {}
         while not self.at("}"):
             if self.tok.kind == "EOF":
                 self.close_error(opener, "}")
@@ -803,6 +804,7 @@ class _Parser:
             self.advance()
             self.advance()
             if key.text in ("optimizer", "scheduler"):
+                positions[key.text] = (self.tok.line, self.tok.col)
                 spec[key.text] = self.learn_setting(key.text)
             else:
                 if not self.can_start_expr(self.tok):
@@ -819,7 +821,7 @@ class _Parser:
         scheduler, scheduler_args = spec.get("scheduler", (None, ()))
         return ast.Learn(
             tuple(body), spec["objective"], optimizer, optimizer_args, spec["epochs"], scheduler, scheduler_args,
-            line=kw.line, col=kw.col,
+            positions["optimizer"], positions.get("scheduler", (0, 0)), line=kw.line, col=kw.col,
         )
 
     def learn_setting(self, key: str) -> tuple[str, tuple[tuple[str, int | float], ...]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from .kb import ENTITY, KnowledgeBase
-from .terms import Atom, Compare, LogicError, Var, compare_values, const_key, named_vars
+from .terms import Atom, Compare, LogicError, Var, answer_vars, compare_values, const_key
 
 
 class _Table:
@@ -205,7 +205,7 @@ def backward_query(kb: KnowledgeBase, atom: Atom, where: tuple) -> list[dict[str
         raise LogicError(f"query {atom}: backward chaining nested too deeply; use method='forward'") from None
     finally:
         sys.setrecursionlimit(old)
-    names = named_vars(atom.args)
+    names = answer_vars(atom.args)
     out, seen = [], set()
     for row in t.answers:
         env = {}

@@ -14,7 +14,7 @@ import math
 import torch
 
 from .kb import ENTITY, KnowledgeBase
-from .terms import Atom, Compare, LogicError, Var, compare_values, is_num, named_vars
+from .terms import Atom, Compare, LogicError, Var, answer_vars, compare_values, is_num, named_vars
 
 CPU_DENSE_LIMIT = 2**28  # elements of the largest einsum operand/intermediate the CPU dense layout accepts
 
@@ -491,14 +491,14 @@ def _results(kb: KnowledgeBase):
 
 def forward_query(kb: KnowledgeBase, atom: Atom, where: tuple) -> list[dict[str, object]]:
     layout, space, store = _results(kb)
-    names = named_vars(atom.args)
+    names = answer_vars(atom.args)
     u = kb.universe()
     if layout == "dense":
         src = space.type_mask(atom.relation) if atom.relation in kb.types else store[atom.relation]
         p = _prep_dense(src, atom.args, kb)
         if p is None:
             return []
-        t, got = p
+        t, got = _drop_unreported(*p, names, lambda t, d: t.any(dim=d))
         if not names:
             return [{}] if bool(t) else []
         t = t.permute([got.index(v) for v in names])
@@ -525,10 +525,17 @@ def forward_query(kb: KnowledgeBase, atom: Atom, where: tuple) -> list[dict[str,
             sides = [cols[:, names.index(a.name)] if isinstance(a, Var) else a for a in c.args]
             m = space.compare(c.op, *sides)
             keep &= m if isinstance(m, torch.Tensor) else torch.full_like(keep, bool(m))
-        cols = cols[keep]
+        cols = torch.unique(cols[keep], dim=0)  # anonymous columns dropped: answers may repeat
         cols = cols[torch.argsort(_encode(cols, space.n))]
         rows = cols.tolist()
     return [{v: u[i] for v, i in zip(names, r)} for r in rows]
+
+
+def _drop_unreported(t: torch.Tensor, got: list, names: list, reduce) -> tuple[torch.Tensor, list]:
+    """Reduce the dimensions of variables the query does not report (anonymous ones)."""
+    for d in reversed([i for i, v in enumerate(got) if v not in names]):
+        t = reduce(t, d)
+    return t, [v for v in got if v in names]
 
 
 def _domain_index(kb, ty, device):
@@ -664,11 +671,12 @@ def soft_query(kb: KnowledgeBase, atom: Atom, temperature: float, bias: float, i
         raise LogicError(f"soft_query: temperature must be > 0, got {temperature}")
     space, vals = _soft_values(kb, temperature, bias, iterations)
     src = space.type_mask(atom.relation).float() if atom.relation in kb.types else vals[atom.relation]
-    p = _prep_dense(src, atom.args, kb, reduce=lambda t, dim: 1 - torch.prod(1 - t, dim=dim))
-    names = named_vars(atom.args)
+    noisy_or = lambda t, dim: 1 - torch.prod(1 - t, dim=dim)  # noqa: E731
+    p = _prep_dense(src, atom.args, kb, reduce=noisy_or)
+    names = answer_vars(atom.args)
     if p is None:
         return torch.zeros((0,) * len(names), device=space.device)
-    t, got = p
+    t, got = _drop_unreported(*p, names, noisy_or)
     if not names:
         return t
     t = t.permute([got.index(v) for v in names])

@@ -7,7 +7,19 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .terms import ANON, Atom, Compare, Constant, LogicError, Rule, Var, check_term, const_key, named_vars
+from .terms import (
+    ANON,
+    Atom,
+    Compare,
+    Constant,
+    LogicError,
+    Rule,
+    Var,
+    check_term,
+    const_key,
+    named_vars,
+    rename_anonymous,
+)
 
 ENTITY = "entity"  # the argument type that admits any constant
 LAYOUTS = ("dense", "sparse", "auto")
@@ -212,6 +224,7 @@ class KnowledgeBase:
     def query(self, atom: Atom, where: tuple = (), method: str = "backward") -> list[dict[str, object]]:
         """Answers to ``atom`` filtered by ``where``: one binding dict per distinct answer."""
         self.check_query(atom, where)
+        atom = Atom(atom.relation, rename_anonymous(atom.args), atom.negated)
         if method == "backward":
             from .backward import backward_query
 
@@ -236,6 +249,7 @@ class KnowledgeBase:
         0.5; pass bias=0 for the bare formula), a relation's rules and facts combine by noisy-or.
         """
         self.check_query(atom, ())
+        atom = Atom(atom.relation, rename_anonymous(atom.args), atom.negated)
         from .forward import soft_query
 
         return soft_query(self, atom, float(temperature), float(bias), int(iterations))

@@ -120,6 +120,22 @@ def named_vars(args: tuple) -> list[str]:
     return out
 
 
+def answer_vars(args: tuple) -> list[str]:
+    """The variables a query reports: named ones, not ``_`` nor its renamed-apart copies ``_#n``."""
+    return [v for v in named_vars(args) if not v.startswith(ANON + "#")]
+
+
+def rename_anonymous(args: tuple, start: int = 0) -> tuple:
+    """Every ``_`` as its own variable ``_#n`` (each occurrence of ``_`` is a fresh variable)."""
+    out, n = [], start
+    for a in args:
+        if isinstance(a, Var) and a.name == ANON:
+            n += 1
+            a = Var(f"{ANON}#{n}")
+        out.append(a)
+    return tuple(out)
+
+
 def compare_values(op: str, a: Constant, b: Constant) -> bool:
     """The one comparison rule both engines use.
 
