@@ -189,14 +189,8 @@ def _rule_dense(kb, space, rule, full, delta_pos, dtype):
             continue
         ops.append(~p[0])
         subs.append(p[1])
-    for c in rule.compares:
-        m, names = _compare_dense(space, c)
-        if not isinstance(m, torch.Tensor):
-            if not m:
-                return None
-            continue
-        ops.append(m)
-        subs.append(names)
+    if not _add_compares(space, rule, ops, subs, lambda m: m):
+        return None
     head_vars = named_vars(rule.head.args)
     letters = _letters(sorted({v for s in subs for v in s}, key=lambda v: (v not in head_vars, v)))
     eq = ",".join("".join(letters[v] for v in s) for s in subs) + "->" + "".join(letters[v] for v in head_vars)
@@ -531,6 +525,19 @@ def forward_query(kb: KnowledgeBase, atom: Atom, where: tuple) -> list[dict[str,
     return [{v: u[i] for v, i in zip(names, r)} for r in rows]
 
 
+def _add_compares(space, rule, ops: list, subs: list, as_operand) -> bool:
+    """Append the rule's comparison masks as einsum operands; False when a constant comparison fails."""
+    for c in rule.compares:
+        m, names = _compare_dense(space, c)
+        if not isinstance(m, torch.Tensor):
+            if not m:
+                return False
+            continue
+        ops.append(as_operand(m))
+        subs.append(names)
+    return True
+
+
 def _drop_unreported(t: torch.Tensor, got: list, names: list, reduce) -> tuple[torch.Tensor, list]:
     """Reduce the dimensions of variables the query does not report (anonymous ones)."""
     for d in reversed([i for i, v in enumerate(got) if v not in names]):
@@ -615,14 +622,8 @@ def _soft_values(kb: KnowledgeBase, temperature: float, bias: float, iterations:
                 continue
             ops.append(1 - p[0])
             subs.append(p[1])
-        for c in rule.compares:
-            m, names = _compare_dense(space, c)
-            if not isinstance(m, torch.Tensor):
-                if not m:
-                    return None
-                continue
-            ops.append(m.float())
-            subs.append(names)
+        if not _add_compares(space, rule, ops, subs, lambda m: m.float()):
+            return None
         head_vars = named_vars(rule.head.args)
         letters = _letters(sorted({v for s in subs for v in s}, key=lambda v: (v not in head_vars, v)))
         eq = ",".join("".join(letters[v] for v in s) for s in subs) + "->" + "".join(letters[v] for v in head_vars)
