@@ -1,0 +1,59 @@
+"""CPU path: dequantize a few rows of the weight at a time and multiply in float32.
+
+Only one chunk of float32 rows (``CHUNK_ELEMENTS``) exists at a time, so a large quantized matrix is
+never expanded whole. The numpy dequantizers of ``formats.gguf_quants`` are bit-exact with gguf-py and
+faster on the CPU than the torch ones.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ...formats import gguf_quants
+
+if TYPE_CHECKING:
+    from . import QWeight
+
+# Float32 weight elements dequantized per chunk (4 MiB): big enough for an efficient matmul, small
+# enough to stay in cache next to the activations.
+CHUNK_ELEMENTS = 1 << 20
+
+
+def rows_float32(w: QWeight, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of ``w`` as a float32 [stop - start, in] tensor on the CPU."""
+    raw = w.raw[start:stop]
+    if raw.dtype != torch.uint8:
+        return raw.float()
+    values = gguf_quants.dequantize(np.ascontiguousarray(raw.numpy()), w.qtype, (stop - start, w.shape[1]))
+    return torch.from_numpy(values)
+
+
+def chunk_rows(in_features: int) -> int:
+    """Weight rows per chunk for rows of ``in_features`` elements."""
+    return max(1, CHUNK_ELEMENTS // max(in_features, 1))
+
+
+def qmatmul(x2: torch.Tensor, w: QWeight, out2: torch.Tensor) -> torch.Tensor:
+    """``out2 = x2 @ W.T`` for x2 [rows, in] on the CPU, accumulated in float32, written in out2's dtype."""
+    x32 = x2.float()
+    if w.qtype == "F32":
+        out2.copy_(x32 @ w.raw.T)
+        return out2
+    step = chunk_rows(w.shape[1])
+    for start in range(0, w.shape[0], step):
+        stop = min(start + step, w.shape[0])
+        out2[:, start:stop] = x32 @ rows_float32(w, start, stop).T
+    return out2
+
+
+def embedding(w: QWeight, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Rows ``ids`` of ``w`` (ids already checked to be in range), dequantized to ``dtype``."""
+    flat = ids.reshape(-1).long()
+    raw = w.raw[flat]
+    if raw.dtype != torch.uint8:
+        return raw.to(dtype).reshape(*ids.shape, w.shape[1])
+    values = gguf_quants.dequantize(raw.numpy(), w.qtype, (flat.numel(), w.shape[1]))
+    return torch.from_numpy(values).to(dtype).reshape(*ids.shape, w.shape[1])
