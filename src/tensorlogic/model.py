@@ -209,10 +209,12 @@ class ModelFile:
 class Model:
     """A loaded model: metadata, tensors, and (for Core ML) prediction."""
 
-    def __init__(self, file: ModelFile, runner: Any = None):
+    def __init__(self, file: ModelFile, runner: Any = None, device: str = "auto"):
         self.file = file
         self._metadata: Metadata | None = None
         self._runner = runner
+        self._device = device
+        self._llm: Any = None
 
     @property
     def path(self) -> Path:
@@ -264,6 +266,43 @@ class Model:
     def make_state(self) -> Any:
         return self.runner.make_state()
 
+    def llm(self, device: Any = None, dtype: Any = None, n_ctx: int | None = None) -> Any:
+        """The GGUF model ready to generate (``tensorlogic.llm.LLM``), built on first use and kept.
+
+        Asking again with a different device, dtype or context length builds it anew.
+        """
+        if self.file.format != "GGUF":
+            raise UnsupportedError(f"{self.path.name}: text generation needs a GGUF LLM (this is {self.file.format})")
+        wanted = (device or self._device, dtype, n_ctx)
+        if self._llm is None or self._llm[0] != wanted:
+            from .llm import load_llm
+
+            self._llm = (wanted, load_llm(self.file, device=wanted[0], dtype=dtype, n_ctx=n_ctx))
+        return self._llm[1]
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer in the GGUF's metadata (``tensorlogic.llm.Tokenizer``)."""
+        if self._llm is not None:
+            return self._llm[1].tokenizer
+        if self.file.format != "GGUF":
+            raise UnsupportedError(f"{self.path.name}: only GGUF models carry a tokenizer (this is {self.file.format})")
+        from .llm.tokenizer import Tokenizer
+
+        return Tokenizer.from_gguf(self.file.kv, self.path)
+
+    def generate(self, prompt: Any, max_new_tokens: int = 128, **options: Any) -> Any:
+        """Continue ``prompt`` (text or token ids); see ``tensorlogic.llm.LLM.generate`` for the options."""
+        return self.llm().generate(prompt, max_new_tokens, **options)
+
+    def chat(self, messages: Any, max_new_tokens: int = 256, **options: Any) -> Any:
+        """Reply to chat ``messages`` with the GGUF's chat template; see ``tensorlogic.llm.LLM.chat``."""
+        return self.llm().chat(messages, max_new_tokens, **options)
+
+    def logits(self, ids: Any) -> torch.Tensor:
+        """Float32 logits of every position of one token sequence [T, V] or a batch [B, T, V]."""
+        return self.llm().logits(ids)
+
     def close(self) -> None:
         self.file.close()
 
@@ -295,7 +334,7 @@ def load_model(
     runner = None
     if file.format == "CoreML":
         runner = file.runner(device, compute_units, function_name)
-    return Model(file, runner)
+    return Model(file, runner, device)
 
 
 def save_model(obj: Any, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None, **options: Any) -> Path:

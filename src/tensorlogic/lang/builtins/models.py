@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -28,12 +29,123 @@ from .core import item
 from .nn import _pair
 
 
+class CachedModel(Model):
+    """A weights file as the language's LLM programs use it: each tensor is read (and dequantized) on first
+    access, converted to the model's float dtype and kept, so a 1.1B GGUF model loads at once and a layer
+    loop that fetches the same weights every token reads each one from the file only once.
+
+    ``capacity`` bounds how many tensors are kept (least recently used go first), like the original's
+    weight caches; None keeps every tensor read. ``model.blk[0].attn_q.weight`` is ``blk.0.attn_q.weight``.
+    """
+
+    def __init__(self, file: Any, dtype: torch.dtype, capacity: int | None = None):
+        super().__init__(file)
+        self.dtype = dtype
+        self.capacity = capacity
+        self._kept: OrderedDict[tuple[str, torch.dtype, str], torch.Tensor] = OrderedDict()
+        self._names: set[str] | None = None
+        self.llm: Any = None  # the tensorlogic.llm.LLM that generate() builds once per model
+
+    def names(self) -> set[str]:
+        if self._names is None:
+            self._names = set(self.tensor_names())
+        return self._names
+
+    def get_tensor(self, name: str, dtype: Any = None, device: Any = None) -> torch.Tensor:
+        """A stored tensor as ``dtype`` (default: the model's float dtype for floating data), kept for reuse."""
+        want = self.dtype if dtype is None else dtype
+        key = (name, want if isinstance(want, torch.dtype) else str(want), str(device or "cpu"))
+        t = self._kept.get(key)
+        if t is not None:
+            self._kept.move_to_end(key)
+            return t
+        t = super().get_tensor(name, dtype=want, device=device)
+        self._kept[key] = t
+        if self.capacity is not None:
+            while len(self._kept) > self.capacity:
+                self._kept.popitem(last=False)
+        return t
+
+    def tl_attr(self, ctx: Context, name: str) -> Any:
+        """``model.name``: the model's own attributes and methods, else the start of a tensor path."""
+        from ..attrs import MODEL_ATTRS
+
+        if name in MODEL_ATTRS or name in MODEL_METHODS:
+            from ..attrs import get_attr
+
+            return get_attr(ctx, self, name)
+        return TensorPath(self, name).resolve(ctx)
+
+
+class TensorPath:
+    """A prefix of tensor names, like ``blk.0``: what ``model.blk[0]`` is before ``.attn_q.weight`` ends it."""
+
+    def __init__(self, model: CachedModel, prefix: str):
+        self.model = model
+        self.prefix = prefix
+
+    def script_text(self) -> str:
+        """The prefix as a script writes it: ``model.blk[0].attn_q``."""
+        return "model" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in self.prefix.split("."))
+
+    def resolve(self, ctx: Context) -> Any:
+        """The tensor when the prefix names one, this path when it starts some names, else a one-line error."""
+        names = self.model.names()
+        if self.prefix in names:
+            return self.model.get_tensor(self.prefix, device=ctx.torch_device())
+        start = self.prefix + "."
+        if any(n.startswith(start) for n in names):
+            return self
+        import difflib
+
+        close = difflib.get_close_matches(self.prefix, sorted(names), n=1, cutoff=0.0)
+        hint = f"; the closest tensor is '{close[0]}'" if close else ""
+        raise BuiltinError(f"{self.script_text()}: no tensor '{self.prefix}' in {self.model.path.name}{hint}")
+
+    def tl_attr(self, ctx: Context, name: str) -> Any:
+        return TensorPath(self.model, f"{self.prefix}.{name}").resolve(ctx)
+
+    def tl_index(self, ctx: Context, key: Any) -> Any:
+        if isinstance(key, bool) or not isinstance(key, (int, str)):
+            raise BuiltinError(f"{self.script_text()}[...] takes a layer number, got {type_name(key)}")
+        return TensorPath(self.model, f"{self.prefix}.{key}").resolve(ctx)
+
+    def __str__(self) -> str:
+        return f"ModelPath({self.prefix})"
+
+
+def open_cached(ctx: Context, path: Any, dtype: torch.dtype, capacity: int | None = None,
+                what: str = "a model") -> CachedModel:
+    """A weights file (GGUF or SafeTensors, by content) opened lazily as a ``CachedModel``."""
+    from ...formats import open_model_file
+
+    file = open_model_file(ctx.path(path))
+    if file.format not in ("GGUF", "SafeTensors"):
+        file.close()
+        raise BuiltinError(f"{ctx.path(path)}: {what} needs a GGUF or SafeTensors file, this is {file.format}")
+    return CachedModel(file, dtype, capacity)
+
+
 @builtin(ctx=True)
 def load_model(ctx: Context, path: Any) -> Model:
-    """Load a Core ML, SafeTensors or GGUF model (format by content); paths are relative to the script."""
+    """Load a Core ML, SafeTensors or GGUF model (format by content); paths are relative to the script.
+
+    A GGUF model is opened lazily with float16 tensors and tensor paths (``model.blk[0].attn_q.weight``)."""
     import tensorlogic
 
+    from ...formats.detect import detect
+
+    if detect(ctx.path(path)).format == "GGUF":
+        return open_cached(ctx, path, DEFAULT_DTYPE)
     return tensorlogic.load_model(ctx.path(path), device=ctx.model_device())
+
+
+@builtin("get_tensor", ctx=True)
+def get_tensor_(ctx: Context, model: Any, name: Any) -> torch.Tensor:
+    """get_tensor(model, "blk.0.attn_q.weight"): the model's float dtype (float16 unless load_model_f32)."""
+    if not isinstance(model, Model):
+        raise BuiltinError(f"get_tensor takes a model first, got {type_name(model)}")
+    return _model_get_tensor(ctx, model, name)
 
 
 @builtin(ctx=True)
@@ -57,15 +169,15 @@ def _model_get_tensor(ctx: Context, model: Model, name: Any, dtype: Any = None) 
     """model.get_tensor("layer.0.weight"): float16 unless dtype says otherwise."""
     if not isinstance(name, str):
         raise BuiltinError(f"get_tensor takes a tensor name string, got {type_name(name)}")
-    names = model.tensor_names()
+    names = model.names() if isinstance(model, CachedModel) else model.tensor_names()
     if name not in names:
         import difflib
 
-        close = difflib.get_close_matches(name, names, n=1)
+        close = difflib.get_close_matches(name, sorted(names), n=1)
         hint = f" — did you mean '{close[0]}'?" if close else f" ({len(names)} tensors; see tensor_names())"
         raise BuiltinError(f"no tensor named '{name}' in {model.path.name}{hint}")
-    t = model.get_tensor(name, dtype=dtype_arg(dtype, None))
-    return t.to(ctx.torch_device())
+    # Read straight onto the run's device: a cached model then keeps the device copy.
+    return model.get_tensor(name, dtype=dtype_arg(dtype, None), device=ctx.torch_device())
 
 
 def _model_tensor_names(ctx: Context, model: Model) -> list[str]:

@@ -1,0 +1,225 @@
+"""LLM builtins: the original's lazy model loaders and weight caches, tokenizers, and generate.
+
+The loaders return ``models.CachedModel``: a GGUF (or SafeTensors) file whose tensors are read and converted on
+first access, so ``load_model_f16`` on a 1.1B model returns at once. They print the original's lines.
+Tokenizers come from ``tensorlogic.llm.tokenizer`` (a tokenizer.json or a GGUF's own vocabulary); token ids are
+plain lists of ints, the value ``embedding``, ``append`` and ``len`` take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..values import BoundMethod, BuiltinError, Context, Vec, as_int, first_line, type_name
+from . import builtin
+from .models import CachedModel, open_cached
+
+
+def _print(ctx: Context, *lines: str) -> None:
+    for line in lines:
+        print(line, file=ctx.stdout())
+
+
+def _path_text(path: Any, what: str) -> str:
+    if not isinstance(path, str):
+        raise BuiltinError(f"{what} takes a path string, got {type_name(path)}")
+    return path
+
+
+def _capacity(value: Any) -> int:
+    n = as_int(value, "cache_capacity")
+    if n < 1:
+        raise BuiltinError(f"cache_capacity must be at least 1, got {n}")
+    return n
+
+
+@builtin(ctx=True)
+def load_model_f16(ctx: Context, path: Any) -> CachedModel:
+    """load_model_f16("model.gguf"): a lazily read GGUF model whose tensors come out float16."""
+    model = open_cached(ctx, _path_text(path, "load_model_f16"), torch.float16)
+    _print(ctx, f"Created mmap loader for: {path}", f"  Tensors: {len(model.names())}",
+           f"  Version: {model.metadata.extra.get('gguf_version', '?')}", "Loaded model as f16 (mmap zero-copy)")
+    return model
+
+
+@builtin(ctx=True)
+def load_model_f32(ctx: Context, path: Any) -> CachedModel:
+    """load_model_f32("model.gguf"): a lazily read GGUF model whose tensors come out float32.
+
+    The original keeps at most 200 tensors; here every tensor read is kept (a 201-tensor model read in layer
+    order would otherwise miss the cache on every access)."""
+    model = open_cached(ctx, _path_text(path, "load_model_f32"), torch.float32)
+    _print(ctx, f"Loaded model from: {path} (f32, lazy)", f"  Weights available: {len(model.names())}")
+    return model
+
+
+def _weight_cache(ctx: Context, path: Any, capacity: Any, dtype: torch.dtype, gguf: bool, name: str) -> CachedModel:
+    n = _capacity(capacity)
+    model = open_cached(ctx, _path_text(path, name), dtype, n, what=name)
+    if gguf and model.file.format != "GGUF":
+        raise BuiltinError(f"{ctx.path(path)}: {name} needs a GGUF file, this is {model.file.format}")
+    kind = "GGUF weight cache" if gguf else "weight cache"
+    bits = "f16" if dtype == torch.float16 else "f32"
+    _print(ctx, f"Created {kind} for: {path} ({bits}, capacity={n})", f"  Weights available: {len(model.names())}")
+    return model
+
+
+@builtin(ctx=True)
+def load_weight_cache_f16(ctx: Context, path: Any, cache_capacity: Any) -> CachedModel:
+    """load_weight_cache_f16(path, capacity): float16 tensors read on demand, at most capacity kept (LRU)."""
+    return _weight_cache(ctx, path, cache_capacity, torch.float16, False, "load_weight_cache_f16")
+
+
+@builtin(ctx=True)
+def load_weight_cache_f32(ctx: Context, path: Any, cache_capacity: Any) -> CachedModel:
+    """load_weight_cache_f32(path, capacity): float32 tensors read on demand, at most capacity kept (LRU)."""
+    return _weight_cache(ctx, path, cache_capacity, torch.float32, False, "load_weight_cache_f32")
+
+
+@builtin(ctx=True)
+def load_weight_cache_gguf_f16(ctx: Context, path: Any, cache_capacity: Any) -> CachedModel:
+    """load_weight_cache_gguf_f16(path, capacity): a GGUF's tensors dequantized to float16 on demand (LRU)."""
+    return _weight_cache(ctx, path, cache_capacity, torch.float16, True, "load_weight_cache_gguf_f16")
+
+
+@builtin(ctx=True)
+def load_weight_cache_gguf_f32(ctx: Context, path: Any, cache_capacity: Any) -> CachedModel:
+    """load_weight_cache_gguf_f32(path, capacity): a GGUF's tensors dequantized to float32 on demand (LRU)."""
+    return _weight_cache(ctx, path, cache_capacity, torch.float32, True, "load_weight_cache_gguf_f32")
+
+
+# ---------------------------------------------------------------------------------------------- tokenizers
+
+
+class Tokenizer:
+    """A tokenizer as a script value: ``tokenizer.tokenize(text, add_special)`` and the builtins below."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def tl_attr(self, ctx: Context, name: str) -> Any:
+        if name in TOKENIZER_METHODS:
+            return BoundMethod(f"Tokenizer.{name}", TOKENIZER_METHODS[name], self, True)
+        if name in ("vocab_size", "bos_id", "eos_id"):
+            return getattr(self.inner, name)
+        known = ", ".join([*TOKENIZER_METHODS, "vocab_size", "bos_id", "eos_id"])
+        raise BuiltinError(f"a tokenizer has no attribute '{name}' (it has {known})")
+
+    def __str__(self) -> str:
+        return f"Tokenizer(vocab_size={self.inner.vocab_size})"
+
+
+def _tokenizer(tok: Any, what: str) -> Any:
+    if not isinstance(tok, Tokenizer):
+        raise BuiltinError(f"{what} takes a tokenizer first (from load_tokenizer), got {type_name(tok)}")
+    return tok.inner
+
+
+def _flag(v: Any, what: str) -> bool:
+    if not isinstance(v, bool):
+        raise BuiltinError(f"{what} must be true or false, got {type_name(v)}")
+    return v
+
+
+def _ids(ids: Any, what: str) -> list[int]:
+    """Token ids from a list of ints, an IntVec or an integer tensor."""
+    if isinstance(ids, Vec):
+        ids = ids.items
+    if isinstance(ids, torch.Tensor):
+        if ids.is_floating_point() and not bool((ids == ids.round()).all()):
+            raise BuiltinError(f"{what}: token ids must be whole numbers")
+        return [int(i) for i in ids.reshape(-1).tolist()]
+    if not isinstance(ids, (list, tuple)):
+        raise BuiltinError(f"{what} takes a list of token ids, got {type_name(ids)}")
+    return [as_int(i, "a token id") for i in ids]
+
+
+def _decode(inner: Any, ids: list[int], skip_special: bool, what: str) -> str:
+    try:
+        return inner.decode(ids, skip_special=skip_special)
+    except ValueError as e:  # an id outside the vocabulary
+        raise BuiltinError(f"{what}: {first_line(e)}") from None
+
+
+@builtin("load_tokenizer", ctx=True)
+def load_tokenizer_(ctx: Context, path: Any) -> Tokenizer:
+    """load_tokenizer("tokenizer.json"): a Hugging Face tokenizer.json, or the vocabulary of a GGUF model."""
+    from ...llm.tokenizer import load_tokenizer
+
+    tok = Tokenizer(load_tokenizer(ctx.path(_path_text(path, "load_tokenizer"))))
+    _print(ctx, f"Loaded tokenizer from: {path}")
+    return tok
+
+
+@builtin(ctx=True)
+def tokenize(ctx: Context, tokenizer: Any, text: Any, add_special_tokens: Any = True) -> list[int]:
+    """tokenize(tokenizer, text, add_special_tokens): token ids; true puts BOS in front (as the model's
+    tokenizer says), false adds nothing. Special tokens written in the text (</s>) become their ids."""
+    inner = _tokenizer(tokenizer, "tokenize")
+    if not isinstance(text, str):
+        raise BuiltinError(f"tokenize takes the text as a string, got {type_name(text)}")
+    return inner.encode(text, add_bos=_flag(add_special_tokens, "add_special_tokens"))
+
+
+@builtin(ctx=True)
+def detokenize(ctx: Context, tokenizer: Any, token_ids: Any, skip_special_tokens: Any = False) -> str:
+    """detokenize(tokenizer, ids, skip_special_tokens): the text of the ids."""
+    inner = _tokenizer(tokenizer, "detokenize")
+    skip = _flag(skip_special_tokens, "skip_special_tokens")
+    return _decode(inner, _ids(token_ids, "detokenize"), skip, "detokenize")
+
+
+@builtin(ctx=True)
+def detokenize_single(ctx: Context, tokenizer: Any, token_id: Any, skip_special_tokens: Any = False) -> str:
+    """detokenize_single(tokenizer, id, skip_special_tokens): the text of one token id."""
+    inner = _tokenizer(tokenizer, "detokenize_single")
+    skip = _flag(skip_special_tokens, "skip_special_tokens")
+    return _decode(inner, [as_int(token_id, "the token id")], skip, "detokenize_single")
+
+
+@builtin(ctx=True)
+def detokenize_incremental(ctx: Context, tokenizer: Any, token_ids: Any) -> str:
+    """detokenize_incremental(tokenizer, ids): the text of all the ids decoded together (so characters split
+    over several byte tokens come out whole), special tokens kept — what the original returns."""
+    inner = _tokenizer(tokenizer, "detokenize_incremental")
+    return _decode(inner, _ids(token_ids, "detokenize_incremental"), False, "detokenize_incremental")
+
+
+@builtin()
+def int_to_tokenids(token_id: Any) -> list[int]:
+    """int_to_tokenids(id): the one-id list [id]."""
+    return [as_int(token_id, "the token id")]
+
+
+# tokenizer.tokenize(text, flag) is tokenize(tokenizer, text, flag): the tokenizer is the bound first argument.
+TOKENIZER_METHODS: dict[str, Callable[..., Any]] = {
+    "tokenize": tokenize,
+    "detokenize": detokenize,
+    "detokenize_single": detokenize_single,
+    "detokenize_incremental": detokenize_incremental,
+}
+
+
+# ---------------------------------------------------------------------------------------------- generation
+
+
+@builtin(ctx=True)
+def generate(ctx: Context, model: Any, prompt: Any, max_tokens: Any = 100, temperature: Any = 0.7) -> str:
+    """generate(model, prompt, max_tokens = 100, temperature = 0.7): the reply text of a loaded GGUF model.
+
+    The original returns a placeholder string; here tensorlogic.llm runs the model (built once per model)."""
+    if not isinstance(model, CachedModel) or model.file.format != "GGUF":
+        raise BuiltinError(f"generate takes a GGUF model from load_model first, got {type_name(model)}")
+    if not isinstance(prompt, str):
+        raise BuiltinError(f"generate takes the prompt as a string, got {type_name(prompt)}")
+    n = as_int(max_tokens, "max_tokens")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise BuiltinError(f"temperature must be a number, got {type_name(temperature)}")
+    if model.llm is None:
+        from ...llm import LLM
+
+        model.llm = LLM(model.file, device=ctx.torch_device())
+    return model.llm.generate(prompt, n, temperature=float(temperature)).text

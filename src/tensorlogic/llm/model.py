@@ -1,0 +1,250 @@
+"""The decoder-only transformer of llama-family GGUF models, run on the stored (quantized) weights.
+
+One forward serves prefill and decode: new tokens' keys and values go into a static KV cache on the device, and
+attention reads the cache up to a length bucket.  Decode steps on CUDA replay one CUDA graph per bucket, with the
+position held in a device tensor, so a token costs one graph launch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import FormatError, InputError
+from ..formats.gguf import GGUFFile
+from .config import LLMConfig
+from .kernels import QWeight, qembedding, qmatmul, qmatmul_silu_mul
+
+# Attention reads the cache up to the smallest bucket holding every position, so short contexts read little.
+_MIN_BUCKET = 256
+
+
+@dataclass
+class _Layer:
+    attn_norm: torch.Tensor
+    ffn_norm: torch.Tensor
+    wqkv: QWeight  # q, k and v rows stacked: one matmul
+    bqkv: torch.Tensor | None
+    wo: QWeight
+    w_gate_up: QWeight  # gate rows then up rows
+    w_down: QWeight
+
+
+def _check_shapes(gguf: GGUFFile, cfg: LLMConfig, shapes: dict[str, tuple[int, ...]]) -> None:
+    expected = {"token_embd.weight": (cfg.n_vocab, cfg.n_embd), "output_norm.weight": (cfg.n_embd,)}
+    if not cfg.tied_output:
+        expected["output.weight"] = (cfg.n_vocab, cfg.n_embd)
+    for i in range(cfg.n_layer):
+        expected.update(cfg.expected_shapes(i))
+    for name, shape in expected.items():
+        if name not in shapes:
+            raise FormatError(f"{cfg.arch} model has no tensor {name!r}", gguf.path)
+        if tuple(shapes[name]) != shape:
+            raise FormatError(f"tensor {name!r} has shape {list(shapes[name])}, expected {list(shape)} for this "
+                              f"{cfg.arch} model", gguf.path)
+
+
+class Transformer:
+    """Weights on one device plus the KV cache; ``forward`` runs new tokens after the cached ones."""
+
+    def __init__(self, gguf: GGUFFile, device: torch.device, dtype: torch.dtype, n_ctx: int | None = None,
+                 batch: int = 1):
+        infos = {t.name: t for t in gguf.tensor_infos()}
+        shapes = {name: tuple(t.shape) for name, t in infos.items()}
+        cfg = LLMConfig.from_gguf(gguf.kv, set(infos), gguf.path, shapes)
+        _check_shapes(gguf, cfg, shapes)
+        self.cfg, self.device, self.dtype, self.path = cfg, device, dtype, Path(gguf.path)
+        self.n_ctx = min(n_ctx or cfg.n_ctx, cfg.n_ctx)
+        if n_ctx is not None and n_ctx > cfg.n_ctx:
+            raise InputError(f"{gguf.path}: n_ctx {n_ctx} is longer than the model's context of {cfg.n_ctx}")
+
+        def vec(name: str) -> torch.Tensor:
+            return gguf.read_torch(name).to(device=device, dtype=torch.float32)
+
+        def mat(name: str) -> QWeight:
+            return QWeight.from_gguf(gguf, name, device)
+
+        self.tok_embd = mat("token_embd.weight")
+        self.out_norm = vec("output_norm.weight")
+        self.output = self.tok_embd if cfg.tied_output else mat("output.weight")
+        self.layers: list[_Layer] = []
+        for i in range(cfg.n_layer):
+            p = f"blk.{i}."
+            if cfg.fused_qkv:
+                wqkv = mat(p + "attn_qkv.weight")
+            else:
+                wqkv = QWeight.cat([mat(p + "attn_q.weight"), mat(p + "attn_k.weight"), mat(p + "attn_v.weight")])
+            bqkv = None
+            if cfg.qkv_bias:
+                bqkv = torch.cat([vec(p + "attn_q.bias"), vec(p + "attn_k.bias"), vec(p + "attn_v.bias")]).to(dtype)
+            if cfg.fused_gate_up:
+                gate_up = mat(p + "ffn_up.weight")
+            else:
+                gate_up = QWeight.cat([mat(p + "ffn_gate.weight"), mat(p + "ffn_up.weight")])
+            self.layers.append(_Layer(vec(p + "attn_norm.weight"), vec(p + "ffn_norm.weight"), wqkv, bqkv,
+                                      mat(p + "attn_output.weight"), gate_up, mat(p + "ffn_down.weight")))
+        self._rope_tables()
+        self.batch = batch
+        shape = (cfg.n_layer, batch, cfg.n_head_kv, self.n_ctx, cfg.head_dim)
+        self.k_cache = torch.zeros(shape, device=device, dtype=dtype)
+        self.v_cache = torch.zeros(shape, device=device, dtype=dtype)
+        self._graphs: dict[int, _DecodeGraph] = {}
+
+    def _rope_tables(self) -> None:
+        cfg = self.cfg
+        inv = 1.0 / (cfg.rope_base ** (torch.arange(0, cfg.rope_dim, 2, dtype=torch.float64) / cfg.rope_dim))
+        pos = torch.arange(self.n_ctx, dtype=torch.float64) / cfg.rope_scale
+        angles = torch.outer(pos, inv)
+        self.cos = angles.cos().to(self.device, torch.float32)
+        self.sin = angles.sin().to(self.device, torch.float32)
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of weights on the device (what a decode step reads, but for the embedding rows)."""
+        mats = [self.tok_embd] + ([] if self.cfg.tied_output else [self.output])
+        for layer in self.layers:
+            mats += [layer.wqkv, layer.wo, layer.w_gate_up, layer.w_down]
+        return sum(m.nbytes for m in mats)
+
+    def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        # As transformers does: statistics in float32, the normalized value back in the activation type.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.cfg.rms_eps)
+        return (w * xf.to(x.dtype)).to(x.dtype)
+
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x [B, T, heads, head_dim]; cos/sin [T, rope_dim/2]."""
+        cfg = self.cfg
+        rot, rest = x[..., : cfg.rope_dim], x[..., cfg.rope_dim :]
+        c, s = cos[None, :, None, :], sin[None, :, None, :]
+        if cfg.rope_style == "norm":
+            pairs = rot.float().unflatten(-1, (-1, 2))
+            a, b = pairs[..., 0], pairs[..., 1]
+            out = torch.stack((a * c - b * s, a * s + b * c), dim=-1).flatten(-2)
+        else:
+            a, b = rot.float().chunk(2, dim=-1)
+            out = torch.cat((a * c - b * s, a * s + b * c), dim=-1)
+        out = out.to(x.dtype)
+        return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
+
+    def forward(self, ids: torch.Tensor, start: int | torch.Tensor, *, span: int | None = None,
+                all_logits: bool = False) -> torch.Tensor:
+        """Run ``ids`` [B, T] at positions start..start+T-1 after the cached ones; return float32 logits.
+
+        ``start`` is an int, or a device tensor of shape [1] (CUDA graphs: the position must not be a Python
+        number).  ``span`` is how much of the cache attention reads; by default everything up to the last token.
+        Logits are for the last position only unless ``all_logits``.
+        """
+        cfg = self.cfg
+        b, t = ids.shape
+        fresh = isinstance(start, int) and start == 0 and span is None
+        if isinstance(start, int):
+            if start + t > self.n_ctx:
+                raise InputError(f"context of {start + t} tokens is longer than the {self.n_ctx} this model was "
+                                 f"loaded with ({self.path.name})")
+            positions = torch.arange(start, start + t, device=self.device)
+            span = span or start + t
+        else:
+            positions = start + torch.arange(t, device=self.device)
+            if span is None:
+                raise ValueError("forward with a tensor position needs span")
+        cos, sin = self.cos[positions], self.sin[positions]
+        h = qembedding(self.tok_embd, ids, self.dtype)
+        g = cfg.n_head // cfg.n_head_kv
+        q_dim, kv_dim, hd = cfg.n_head * cfg.head_dim, cfg.kv_dim, cfg.head_dim
+        scale = hd ** -0.5
+        if not fresh:
+            # Row r of a KV group's query block is head g*T + t at position positions[t]; it sees keys <= that.
+            key_pos = torch.arange(span, device=self.device)
+            allowed = key_pos[None, :] <= positions.repeat(g)[:, None]
+            mask = torch.zeros(allowed.shape, device=self.device, dtype=self.dtype).masked_fill(~allowed,
+                                                                                               float("-inf"))
+        for i, layer in enumerate(self.layers):
+            x = self._rms(h, layer.attn_norm)
+            qkv = qmatmul(x, layer.wqkv)
+            if layer.bqkv is not None:
+                qkv = qkv + layer.bqkv
+            q = self._rope(qkv[..., :q_dim].unflatten(-1, (cfg.n_head, hd)), cos, sin)
+            k = self._rope(qkv[..., q_dim : q_dim + kv_dim].unflatten(-1, (cfg.n_head_kv, hd)), cos, sin)
+            v = qkv[..., q_dim + kv_dim :].unflatten(-1, (cfg.n_head_kv, hd))
+            k, v = k.transpose(1, 2), v.transpose(1, 2)  # [B, kv heads, T, hd]
+            self.k_cache[i, :b].index_copy_(2, positions, k)
+            self.v_cache[i, :b].index_copy_(2, positions, v)
+            if fresh:
+                attn = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, is_causal=True, scale=scale,
+                                                      enable_gqa=g > 1)
+                attn = attn.transpose(1, 2).reshape(b, t, q_dim)
+            else:
+                # The g query heads sharing a KV head become g*T query rows of that head: no K/V repetition.
+                qg = q.reshape(b, t, cfg.n_head_kv, g, hd).permute(0, 2, 3, 1, 4).reshape(b, cfg.n_head_kv, g * t, hd)
+                kc, vc = self.k_cache[i, :b, :, :span], self.v_cache[i, :b, :, :span]
+                attn = F.scaled_dot_product_attention(qg, kc, vc, attn_mask=mask, scale=scale)
+                attn = attn.reshape(b, cfg.n_head_kv, g, t, hd).permute(0, 3, 1, 2, 4).reshape(b, t, q_dim)
+            h = h + qmatmul(attn, layer.wo)
+            x = self._rms(h, layer.ffn_norm)
+            h = h + qmatmul_silu_mul(qmatmul(x, layer.w_gate_up), layer.w_down)
+        if not all_logits:
+            h = h[:, -1:]
+        return qmatmul(self._rms(h, self.out_norm), self.output).float()
+
+    def bucket(self, length: int) -> int:
+        span = _MIN_BUCKET
+        while span < length:
+            span *= 2
+        return min(span, self.n_ctx)
+
+    def decode(self, token: torch.Tensor, pos: int) -> torch.Tensor:
+        """One decode step for batch row 0: ``token`` [1, 1] at position ``pos``; returns logits [1, vocab]."""
+        if pos + 1 > self.n_ctx:
+            raise InputError(f"context of {pos + 1} tokens is longer than the {self.n_ctx} this model was loaded "
+                             f"with ({self.path.name})")
+        span = self.bucket(pos + 1)
+        if self.device.type != "cuda":
+            return self.forward(token, pos, span=span)[:, -1]
+        graph = self._graphs.get(span)
+        if graph is None:
+            graph = self._graphs[span] = _DecodeGraph(self, span, token, pos)
+        return graph.run(token, pos)
+
+
+class _DecodeGraph:
+    """A decode step captured as a CUDA graph for one attention span; inputs and outputs are static buffers."""
+
+    def __init__(self, model: Transformer, span: int, token: torch.Tensor, pos: int):
+        self.token = token.detach().clone().reshape(1, 1)
+        self.pos = torch.full((1,), pos, dtype=torch.long, device=model.device)
+        stream = torch.cuda.Stream(model.device)
+        stream.wait_stream(torch.cuda.current_stream(model.device))
+        # Warm-up runs on a side stream compile kernels and settle allocations before capture.  They are the
+        # real step for this token (same key/value written at the same position), so the cache stays right.
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                model.forward(self.token, self.pos, span=span)
+        torch.cuda.current_stream(model.device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = model.forward(self.token, self.pos, span=span)[:, -1]
+
+    def run(self, token: torch.Tensor, pos: int) -> torch.Tensor:
+        self.token.copy_(token)
+        self.pos.fill_(pos)
+        self.graph.replay()
+        return self.logits
+
+
+def default_dtype(device: torch.device, requested: Any = None) -> torch.dtype:
+    """f16 on CUDA, float32 on CPU (whose f16 matmuls are slow), unless asked."""
+    names = {None: None, "f16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16,
+             "bfloat16": torch.bfloat16, "f32": torch.float32, "float32": torch.float32}
+    if isinstance(requested, torch.dtype):
+        return requested
+    if requested not in names:
+        raise InputError(f"dtype {requested!r} is not one of f16, bf16, f32")
+    chosen = names[requested]
+    if chosen is None:
+        chosen = torch.float16 if device.type == "cuda" else torch.float32
+    return chosen
