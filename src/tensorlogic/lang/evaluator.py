@@ -794,6 +794,9 @@ class ScriptInterpreter(LogicStatements):
             except AttributeError:
                 raise self.error(node, f"python module {target.__name__} has no attribute '{name}'") from None
         try:
+            # Values that resolve their own attributes (a GGUF model's tensor paths, a tokenizer's methods).
+            if hasattr(type(target), "tl_attr"):
+                return target.tl_attr(self.ctx, name)
             return get_attr(self.ctx, target, name)
         except (BuiltinError, TensorLogicError) as err:
             raise self.error(node, str(err)) from None
@@ -817,6 +820,8 @@ class ScriptInterpreter(LogicStatements):
                 return target[key[0]]
             if isinstance(target, EntityEmbedding) and len(key) == 1 and isinstance(key[0], str):
                 return target.row(key[0])
+            if hasattr(type(target), "tl_index") and len(key) == 1:
+                return target.tl_index(self.ctx, key[0])
             items = getattr(target, "items", None)
             if isinstance(items, list) and len(key) == 1:  # a Vec
                 return items[key[0]]
