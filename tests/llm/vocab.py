@@ -281,7 +281,7 @@ def _tokenizer_from_kv(kv: dict[str, Any]) -> Any:
         )
         tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types) if k == CONTROL]
+        [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types) if k in (CONTROL, UNKNOWN)]
     )
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, k in zip(tokens, types) if k == USER_DEFINED])
     bos_id = kv.get("tokenizer.ggml.bos_token_id")
