@@ -6,7 +6,12 @@ The programs are read from a checkout of the original project (never copied here
 Usage::
 
     python tools/original_corpus.py --orig /path/to/tensorlogic --list noc.txt --expected DIR
-        [--jobs 2] [--timeout 60] [--only SUBSTR] [--report FILE.md]
+        [--jobs 2] [--timeout 60] [--only SUBSTR] [--report FILE.md] [--home DIR]
+    python tools/original_corpus.py --orig /path/to/tensorlogic --list llm.txt --run-only [--home DIR] ...
+
+``--run-only`` needs no references: a program passes when it exits 0 and writes no error line (``tl: error``,
+a Python traceback) to stderr; a program that names an absolute ``/Users/...`` path cannot run unchanged and
+is counted apart (ABSPATH). ``--home DIR`` runs the programs with ``HOME=DIR`` (where they find ``~/.llm``).
 
 An ``.expected`` file holds the lines the program prints, one per line:
 
@@ -204,7 +209,7 @@ class Result:
     """The outcome for one program."""
 
     program: str
-    status: str  # PASS WRONG ERROR TIMEOUT SKIP NOEXPECT
+    status: str  # PASS WRONG ERROR TIMEOUT SKIP NOEXPECT ABSPATH
     detail: str = ""
 
 
@@ -251,9 +256,11 @@ def classify(program: str, exp: Expected, run: Run) -> Result:
     return Result(program, "WRONG", diff)
 
 
-def run_program(tl: Path, path: Path, timeout: float) -> Run:
-    """``tl run`` one program from its own folder, stdin empty, TL_DEVICE unset."""
+def run_program(tl: Path, path: Path, timeout: float, home: Path | None = None) -> Run:
+    """``tl run`` one program from its own folder, stdin empty, TL_DEVICE unset, HOME=home when given."""
     env = {k: v for k, v in os.environ.items() if k != "TL_DEVICE"}
+    if home is not None:
+        env["HOME"] = str(home)
     try:
         proc = subprocess.run(
             [str(tl), "run", path.name],
@@ -270,7 +277,8 @@ def run_program(tl: Path, path: Path, timeout: float) -> Run:
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
-def check_program(program: str, orig: Path, expected_dir: Path, tl: Path, timeout: float) -> Result:
+def check_program(program: str, orig: Path, expected_dir: Path, tl: Path, timeout: float,
+                  home: Path | None = None) -> Result:
     """Run one program (unless skipped or without reference) and classify it."""
     epath = expected_path(expected_dir, program)
     if not epath.exists():
@@ -278,7 +286,37 @@ def check_program(program: str, orig: Path, expected_dir: Path, tl: Path, timeou
     exp = parse_expected(epath.read_text(encoding="utf-8"))
     if exp.kind == "skip":
         return Result(program, "SKIP", exp.reason)
-    return classify(program, exp, run_program(tl, orig / program, timeout))
+    return classify(program, exp, run_program(tl, orig / program, timeout, home))
+
+
+_ABSOLUTE = re.compile(r"[\"']/Users/")
+_ERROR_LINE = re.compile(r"^(tl: error|Traceback \(most recent call last\))")
+
+
+def first_error_line(stderr: str) -> str | None:
+    """The first line of ``stderr`` that reports an error (``tl: error: ...`` or a Python traceback)."""
+    for line in stderr.splitlines():
+        if _ERROR_LINE.match(line.strip()):
+            return line.strip()
+    return None
+
+
+def classify_run_only(program: str, run: Run) -> Result:
+    """PASS when the run exited 0 with no error line; otherwise the first error line (or the exit status)."""
+    if run.rc is None:
+        return Result(program, "TIMEOUT")
+    err = first_error_line(run.stderr)
+    if run.rc == 0 and err is None:
+        return Result(program, "PASS")
+    return Result(program, "ERROR", err or f"exit status {run.rc}: {_last_line(run.stderr)}")
+
+
+def run_only_program(program: str, orig: Path, tl: Path, timeout: float, home: Path | None = None) -> Result:
+    """Run one program without a reference; programs that name /Users/... paths are not run (ABSPATH)."""
+    path = orig / program
+    if _ABSOLUTE.search(path.read_text(encoding="utf-8", errors="replace")):
+        return Result(program, "ABSPATH", "names an absolute /Users/... path")
+    return classify_run_only(program, run_program(tl, path, timeout, home))
 
 
 @dataclass
@@ -290,7 +328,8 @@ class Summary:
 
     def line(self) -> str:
         failed = self.count("WRONG") + self.count("ERROR") + self.count("TIMEOUT")
-        per = ", ".join(f"{s} {self.count(s)}" for s in ("PASS", "WRONG", "ERROR", "TIMEOUT", "SKIP", "NOEXPECT"))
+        kinds = ("PASS", "WRONG", "ERROR", "TIMEOUT", "SKIP", "NOEXPECT", "ABSPATH")
+        per = ", ".join(f"{s} {self.count(s)}" for s in kinds)
         return f"{self.count('PASS')} passed, {failed} failed ({per})"
 
 
@@ -308,22 +347,31 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--orig", type=Path, required=True, help="checkout of the original project")
     ap.add_argument("--list", type=Path, required=True, help="file of program paths relative to --orig")
-    ap.add_argument("--expected", type=Path, required=True, help="folder of .expected files")
+    ap.add_argument("--expected", type=Path, default=None, help="folder of .expected files")
+    ap.add_argument("--run-only", action="store_true", help="no references: pass = exit 0 and no error line")
+    ap.add_argument("--home", type=Path, default=None, help="run the programs with HOME set to this folder")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--only", default=None, help="run only programs whose path contains this")
     ap.add_argument("--report", type=Path, default=None, help="write a markdown report here")
     ap.add_argument("--tl", type=Path, default=Path(__file__).resolve().parent.parent / ".venv" / "bin" / "tl")
     args = ap.parse_args(argv)
+    if args.expected is None and not args.run_only:
+        ap.error("--expected is required unless --run-only is given")
 
     programs = [ln.strip() for ln in args.list.read_text(encoding="utf-8").splitlines() if ln.strip()]
     if args.only:
         programs = [p for p in programs if args.only in p]
-    orig, expected_dir, tl = args.orig.resolve(), args.expected.resolve(), args.tl.resolve()
+    orig, tl = args.orig.resolve(), args.tl.resolve()
+    home = args.home.resolve() if args.home else None
 
     summary = Summary()
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = [pool.submit(check_program, p, orig, expected_dir, tl, args.timeout) for p in programs]
+        if args.run_only:
+            futures = [pool.submit(run_only_program, p, orig, tl, args.timeout, home) for p in programs]
+        else:
+            expected_dir = args.expected.resolve()
+            futures = [pool.submit(check_program, p, orig, expected_dir, tl, args.timeout, home) for p in programs]
         for fut in futures:
             r = fut.result()
             summary.results.append(r)
