@@ -17,6 +17,28 @@ KQUANT_TYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 _KQUANT_F16 = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
 _KQUANT_BYTES = {"Q2_K": 84, "Q3_K": 110, "Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
 _FLOAT = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+EPS = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8, torch.float32: 2.0**-24}
+EPS32 = 2.0**-24
+
+
+def error_bound(x64: np.ndarray, w64: np.ndarray, out_dtype: torch.dtype, operand_eps: float = 0.0) -> np.ndarray:
+    """Largest error a correct float32-accumulated x @ W.T may show, element by element.
+
+    Summing K float32 products errs by at most K * eps32 * sum|x||w|; each operand rounded to a narrower
+    dtype before the dot (``operand_eps``: its unit roundoff) adds eps * sum|x||w|; rounding the result
+    to ``out_dtype`` adds eps(out) * |y|.
+    """
+    k = x64.shape[-1]
+    spread = np.abs(x64) @ np.abs(w64).T
+    return (k * EPS32 + 2 * operand_eps) * spread + EPS[out_dtype] * np.abs(x64 @ w64.T) + 1e-30
+
+
+def excess(y: torch.Tensor, x: torch.Tensor, w64: np.ndarray, operand_eps: float = 0.0) -> float:
+    """How far y's worst element lies outside ``error_bound`` of float64 x @ W.T (<= 0: within)."""
+    x64 = x.double().cpu().numpy().reshape(-1, x.shape[-1])
+    ref = x64 @ w64.T
+    got = y.double().cpu().numpy().reshape(ref.shape)
+    return float(np.max(np.abs(got - ref) - error_bound(x64, w64, y.dtype, operand_eps)))
 
 
 def make_raw(qtype: str, rows: int, cols: int, seed: int = 0) -> np.ndarray:

@@ -8,6 +8,8 @@ eps(operand) * sum|x||w| each; rounding the result to the output dtype adds eps(
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,27 +27,13 @@ from tensorlogic.llm.kernels import QWeight, dequantize_cuda, qembedding, qmatmu
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-from kernels_data import GT, KQUANT_TYPES, make_raw, raw_tensor, reference_matrix  # noqa: E402
-
-EPS = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8, torch.float32: 2.0**-24}
-EPS32 = 2.0**-24
-
-
-def _bound(x64: np.ndarray, w64: np.ndarray, out_dtype: torch.dtype, operand_eps: float = 0.0) -> np.ndarray:
-    """Largest error a correct float32-accumulated x @ W.T may show, element by element."""
-    k = x64.shape[-1]
-    spread = np.abs(x64) @ np.abs(w64).T
-    ref = np.abs(x64 @ w64.T)
-    return (k * EPS32 + 2 * operand_eps) * spread + EPS[out_dtype] * ref + 1e-30
+import kernels_interp  # noqa: E402
+from kernels_data import EPS, EPS32, GT, KQUANT_TYPES, excess, make_raw, raw_tensor, reference_matrix  # noqa: E402
 
 
 def _check(y: torch.Tensor, x: torch.Tensor, w64: np.ndarray, operand_eps: float = 0.0) -> None:
-    x64 = x.double().cpu().numpy().reshape(-1, x.shape[-1])
-    ref = x64 @ w64.T
-    got = y.double().cpu().numpy().reshape(ref.shape)
-    bound = _bound(x64, w64, y.dtype, operand_eps)
-    worst = np.max(np.abs(got - ref) - bound)
-    assert worst <= 0, f"error exceeds the bound by {worst:.3g} (max |y| {np.abs(ref).max():.3g})"
+    worst = excess(y, x, w64, operand_eps)
+    assert worst <= 0, f"error exceeds the derived bound by {worst:.3g}"
 
 
 def _weight(qtype: str, rows: int, cols: int, seed: int = 0) -> tuple[QWeight, np.ndarray]:
@@ -163,3 +151,148 @@ def test_bad_inputs():
 def test_import_does_not_load_triton():
     code = "import sys, tensorlogic, tensorlogic.llm.kernels; assert 'triton' not in sys.modules, 'triton imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# ------------------------------------------------------------------------------------------------
+# The Triton kernels under Triton's CPU interpreter (one subprocess runs every case).
+
+
+@pytest.fixture(scope="module")
+def interpreted() -> dict[str, dict[str, object]]:
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "kernels_interp.py")], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", list(kernels_interp.cases()))
+def test_triton_interpreted(interpreted, case):
+    result = interpreted[case]
+    assert "error" not in result, result.get("error")
+    assert result["excess"] <= 0, f"error exceeds the derived bound by {result['excess']:.3g}"
+
+
+# ------------------------------------------------------------------------------------------------
+# CUDA at TinyLlama sizes (the lead's GPU run).
+
+FUSED = ["Q4_0", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+CUDA_SHAPES = [(2048, 2048), (5632, 2048), (2048, 5632), (32000, 2048)]
+
+
+@pytest.fixture(scope="module")
+def cuda_weights():
+    cache: dict[tuple[str, int, int], tuple[QWeight, torch.Tensor]] = {}
+
+    def get(qtype: str, n: int, k: int) -> tuple[QWeight, torch.Tensor]:
+        if (qtype, n, k) not in cache:
+            raw = make_raw(qtype, n, k, seed=n + k)
+            w = QWeight(qtype, (n, k), raw_tensor(raw, qtype).cuda())
+            cache[qtype, n, k] = w, torch.from_numpy(reference_matrix(raw, qtype, n, k)).cuda()
+        return cache[qtype, n, k]
+
+    return get
+
+
+def _excess_cuda(y: torch.Tensor, x: torch.Tensor, w64: torch.Tensor, operand_eps: float) -> float:
+    """``kernels_data.excess`` on the GPU in float64 (the reference matmuls are too big for the CPU)."""
+    x64 = x.double().reshape(-1, x.shape[-1])
+    ref = x64 @ w64.T
+    bound = (x64.shape[1] * EPS32 + 2 * operand_eps) * (x64.abs() @ w64.abs().T) + EPS[y.dtype] * ref.abs()
+    return float(((y.double().reshape(ref.shape) - ref).abs() - bound).max())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("shape", CUDA_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("qtype", FUSED)
+@pytest.mark.parametrize("rows", [1, 4, 16, 512])
+def test_cuda_qmatmul(qtype, shape, rows, cuda_weights, monkeypatch):
+    # cuBLAS may otherwise reduce float16 products in float16 on the prefill path.
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_fp16_reduced_precision_reduction", False)
+    w, w64 = cuda_weights(qtype, *shape)
+    x = torch.randn(rows, shape[1], device="cuda", generator=torch.Generator("cuda").manual_seed(rows))
+    x = x.half()
+    y = qmatmul(x, w)
+    # The GEMV keeps the weights in float32; the GEMM and cuBLAS paths round them to float16 for the dot.
+    operand_eps = 0.0 if rows <= 8 else EPS[torch.float16]
+    assert _excess_cuda(y, x, w64, operand_eps) <= 0
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("xdtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q6_K"])
+def test_cuda_qmatmul_dtypes(qtype, xdtype, cuda_weights):
+    w, w64 = cuda_weights(qtype, 2048, 2048)
+    for rows in (3, 40):
+        x = torch.randn(rows, 2048, device="cuda").to(xdtype)
+        operand_eps = 0.0 if rows <= 8 or xdtype == torch.float32 else EPS[xdtype]
+        assert _excess_cuda(qmatmul(x, w), x, w64, operand_eps) <= 0
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_K", "Q6_K"])
+def test_cuda_silu_mul(qtype, cuda_weights):
+    w, w64 = cuda_weights(qtype, 2048, 5632)
+    for rows in (1, 4, 64):
+        x = torch.randn(rows, 2 * 5632, device="cuda", dtype=torch.float16)
+        y = qmatmul_silu_mul(x, w)
+        g, u = x[:, :5632].double(), x[:, 5632:].double()
+        act = g * torch.sigmoid(g) * u
+        # Fused (<= 8 rows): silu in float32. Otherwise torch's float16 silu and product, then float16 dots.
+        operand_eps = 8 * EPS32 if rows <= 8 else 3 * EPS[torch.float16]
+        assert _excess_cuda(y, act, w64, operand_eps) <= 0
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("qtype", FUSED)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_cuda_dequantize(qtype, dtype, cuda_weights):
+    w, w64 = cuda_weights(qtype, 5632, 2048)
+    got = dequantize_cuda(w.raw, qtype, w.shape, dtype).double()
+    assert float(((got - w64).abs() - (EPS[dtype] + EPS32) * w64.abs()).max()) <= 0
+    ids = torch.tensor([[5, 0], [5631, 17]], device="cuda")
+    np.testing.assert_array_equal(qembedding(w, ids, torch.float32).cpu().numpy(),
+                                  w64[ids].float().cpu().numpy())
+
+
+@pytest.mark.cuda
+def test_cuda_graph_capture():
+    raw = make_raw("Q4_K", 2048, 5632, seed=9)
+    w = QWeight("Q4_K", (2048, 5632), raw_tensor(raw, "Q4_K").cuda())
+    x = torch.randn(1, 5632, device="cuda", dtype=torch.float16)
+    gu = torch.randn(1, 2 * 5632, device="cuda", dtype=torch.float16)
+    out = torch.empty(1, 2048, device="cuda", dtype=torch.float16)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # compile the kernels before capture
+        qmatmul(x, w, out=out)
+        qmatmul_silu_mul(gu, w)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        qmatmul(x, w, out=out)
+        act_out = qmatmul_silu_mul(gu, w)
+    x.copy_(torch.randn_like(x))
+    gu.copy_(torch.randn_like(gu))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, qmatmul(x, w))
+    assert torch.equal(act_out, qmatmul_silu_mul(gu, w))
+
+
+@pytest.mark.cuda
+def test_cuda_gemv_allocates_only_its_output():
+    raw = make_raw("Q4_0", 32000, 2048, seed=10)
+    w = QWeight("Q4_0", (32000, 2048), raw_tensor(raw, "Q4_0").cuda())
+    assert w.nbytes == 32000 * 2048 // 32 * 18
+    x = torch.randn(4, 2048, device="cuda", dtype=torch.float16)
+    out = torch.empty(4, 32000, device="cuda", dtype=torch.float16)
+    qmatmul(x, w, out=out)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    qmatmul(x, w, out=out)
+    torch.cuda.synchronize()
+    assert torch.cuda.max_memory_allocated() == before

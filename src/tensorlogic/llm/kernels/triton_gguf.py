@@ -1,0 +1,382 @@
+"""Triton kernels that read GGUF blocks as stored: fused dequantize-GEMV/GEMM and dequantization.
+
+Every kernel is built on one device function per type that dequantizes a [BLOCK_N rows, NB blocks]
+tile of a weight straight from its block bytes into float32 registers. The tile is computed as a
+[BLOCK_N, G, SUB] tensor — G sub-blocks of SUB consecutive elements, each sub-block with one scale —
+so scales are loaded once per sub-block and broadcast, and the quant bytes of a sub-block are a run of
+consecutive addresses (16-byte aligned runs for Q4_K/Q5_K, whose loads vectorize). Reshaped to
+[BLOCK_N, NB * block] it is in natural element order, so x, the output and cuBLAS need no permutation.
+
+- ``qmatmul`` with at most ``GEMV_MAX_ROWS`` rows of x (decode): ``_gemv_kernel``, one program per
+  BLOCK_N output features walking all of K; each weight tile is read once and applied to every x row
+  (the rows of x stay in L1/L2). Block sizes are chosen from the shape alone (``gemv_config``), so a
+  call never autotunes or syncs and can be captured in a CUDA graph (after a first, compiling call).
+- up to ``FUSED_GEMM_MAX_ROWS`` rows: ``_gemm_kernel``, a tl.dot GEMM that dequantizes in its K loop.
+- more rows (prefill): ``_dequant_kernel`` into a reused scratch buffer, then cuBLAS. Each weight is
+  expanded once per call (2 bytes written and read per element, a few microseconds at HBM speed),
+  after which cuBLAS runs at tensor-core speed with TMA pipelining; a fused Triton GEMM has to move
+  every dequantized tile through shared memory from registers and repeats the dequantization for
+  every M tile, which at 512 rows costs more than the expansion. ``benchmarks/bench_qmatmul.py``
+  times both so the threshold can be set from measurements.
+
+Set ``TRITON_INTERPRET=1`` before importing this module to run the kernels on CPU tensors (tests).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+GEMV_MAX_ROWS = 8
+FUSED_GEMM_MAX_ROWS = 64
+# type -> (elements per block, bytes per block)
+BLOCKS: dict[str, tuple[int, int]] = {
+    "Q4_0": (32, 18), "Q8_0": (32, 34), "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144),
+    "Q5_K": (256, 176), "Q6_K": (256, 210),
+}
+# Dequantized elements one program holds per K step of the GEMV (about 32 float32 registers a thread).
+_GEMV_TILE_ELEMENTS = 4096
+# Enough programs to fill an H100/H200 (132 SMs) several times over.
+_GEMV_MIN_PROGRAMS = 1024
+# Elements of one row a dequantization program writes.
+_DEQUANT_ROW_ELEMENTS = 1024
+# The scratch buffer of the prefill path holds at most this many elements (64 MiB of float16).
+SCRATCH_ELEMENTS = 1 << 25
+_SCRATCH: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+
+# ------------------------------------------------------------------------------------------------
+# Dequantization of one tile. Each function returns float32 [BLOCK_N, NB * block] for rows ``rn`` and
+# blocks kb0 .. kb0 + NB - 1 of each row; rows >= n_rows and blocks >= n_blocks read as zeros.
+
+
+@triton.jit
+def _u8(p, mask):
+    return tl.load(p, mask=mask, other=0).to(tl.int32)
+
+
+@triton.jit
+def _f16(p, mask):
+    """The little-endian f16 at byte pointer(s) ``p`` as float32 (block fields are only 2-byte aligned)."""
+    lo = tl.load(p, mask=mask, other=0).to(tl.uint16)
+    hi = tl.load(p + 1, mask=mask, other=0).to(tl.uint16)
+    return (lo | (hi << 8)).to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _i8(v):
+    """Bytes 0..255 read as int8."""
+    return (v ^ 128) - 128
+
+
+@triton.jit
+def _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, G: tl.constexpr, NSUB: tl.constexpr,
+            BLOCK_BYTES: tl.constexpr):
+    """Per sub-block [BLOCK_N, G]: the pointer to its block, its index within the block, and the mask."""
+    g = tl.arange(0, G)
+    blk = kb0 + g // NSUB
+    row = w_ptr + rn.to(tl.int64)[:, None] * row_bytes + (blk * BLOCK_BYTES)[None, :]
+    mask = (rn < n_rows)[:, None] & (blk < n_blocks)[None, :]
+    return row, (g % NSUB)[None, :], mask
+
+
+@triton.jit
+def _tile_q4_0(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N: tl.constexpr, NB: tl.constexpr):
+    # Block: f16 d, 16 bytes; element t of sub-block s is nibble s of byte t; value (q - 8) * d.
+    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 2, 2, 18)
+    t = tl.arange(0, 16)[None, None, :]
+    d = _f16(row, mask)
+    q = (_u8(row[:, :, None] + 2 + t, mask[:, :, None]) >> (4 * s[:, :, None])) & 15
+    v = (q - 8).to(tl.float32) * d[:, :, None]
+    return tl.reshape(v, (BLOCK_N, NB * 32))
+
+
+@triton.jit
+def _tile_q8_0(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N: tl.constexpr, NB: tl.constexpr):
+    # Block: f16 d, 32 int8; value q * d.
+    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB, 1, 34)
+    t = tl.arange(0, 32)[None, None, :]
+    d = _f16(row, mask)
+    q = _i8(_u8(row[:, :, None] + 2 + t, mask[:, :, None]))
+    v = q.to(tl.float32) * d[:, :, None]
+    return tl.reshape(v, (BLOCK_N, NB * 32))
+
+
+@triton.jit
+def _crumbs(row, s, t, mask, start):
+    """Q2_K/Q3_K 2-bit quants of sub-block s (of 16): 64 bytes at ``start``, four 2-bit planes per 32 bytes."""
+    byte = start + 32 * (s // 8) + 16 * (s % 2)
+    return (_u8(row[:, :, None] + byte[:, :, None] + t, mask[:, :, None]) >> (2 * ((s // 2) % 4))[:, :, None]) & 3
+
+
+@triton.jit
+def _tile_q2_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N: tl.constexpr, NB: tl.constexpr):
+    # Block: 16 scale bytes (low nibble scale, high nibble min), 64 bytes of 2-bit quants, f16 d, f16 dmin;
+    # value d * scale * q - dmin * min.
+    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 16, 16, 84)
+    t = tl.arange(0, 16)[None, None, :]
+    sc = _u8(row + s, mask)
+    dl = _f16(row + 80, mask) * (sc & 15).to(tl.float32)
+    ml = _f16(row + 82, mask) * (sc >> 4).to(tl.float32)
+    q = _crumbs(row, s, t, mask, 16)
+    v = dl[:, :, None] * q.to(tl.float32) - ml[:, :, None]
+    return tl.reshape(v, (BLOCK_N, NB * 256))
+
+
+@triton.jit
+def _tile_q3_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N: tl.constexpr, NB: tl.constexpr):
+    # Block: 32 bytes high-bit mask, 64 bytes of 2-bit quants, 12 bytes of 6-bit scales, f16 d;
+    # value d * (scale - 32) * (q - 4) with q = low 2 bits | mask bit << 2.
+    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 16, 16, 110)
+    t = tl.arange(0, 16)[None, None, :]
+    low = (_u8(row + 96 + s % 8, mask) >> (4 * (s // 8))) & 15
+    high = (_u8(row + 104 + s % 4, mask) >> (2 * (s // 4))) & 3
+    dl = _f16(row + 108, mask) * ((low | (high << 4)) - 32).to(tl.float32)
+    hbit = (_u8(row[:, :, None] + (16 * (s % 2))[:, :, None] + t, mask[:, :, None]) >> (s // 2)[:, :, None]) & 1
+    q = _crumbs(row, s, t, mask, 32) | (hbit << 2)
+    v = dl[:, :, None] * (q - 4).to(tl.float32)
+    return tl.reshape(v, (BLOCK_N, NB * 256))
+
+
+@triton.jit
+def _k_scale_min(row, s, mask):
+    """Q4_K/Q5_K: d * scale and dmin * min of sub-block s (of 8), from the 12 packed 6-bit fields."""
+    a = _u8(row + 4 + s, mask)
+    c = _u8(row + 8 + s, mask)
+    e = _u8(row + s, mask)
+    first = s < 4
+    sc = tl.where(first, a & 63, (c & 15) | ((e >> 2) & 48))
+    mn = tl.where(first, c & 63, (c >> 4) | ((a >> 2) & 48))
+    return _f16(row, mask) * sc.to(tl.float32), _f16(row + 2, mask) * mn.to(tl.float32)
+
+
+@triton.jit
+def _tile_q4_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N: tl.constexpr, NB: tl.constexpr):
+    # Block: f16 d, f16 dmin, 12 bytes of scales/mins, 128 bytes of nibbles (32-byte runs, low then high).
+    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 8, 8, 144)
+    t = tl.arange(0, 32)[None, None, :]
+    dl, ml = _k_scale_min(row, s, mask)
+    byte = (16 + 32 * (s // 2))[:, :, None] + t
+    q = (_u8(row[:, :, None] + byte, mask[:, :, None]) >> (4 * (s % 2))[:, :, None]) & 15
+    v = dl[:, :, None] * q.to(tl.float32) - ml[:, :, None]
+    return tl.reshape(v, (BLOCK_N, NB * 256))
+
+
+@triton.jit
+def _tile_q5_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N: tl.constexpr, NB: tl.constexpr):
+    # Q4_K's layout with 32 bytes of fifth bits (bit s of byte t) before the nibbles.
+    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 8, 8, 176)
+    t = tl.arange(0, 32)[None, None, :]
+    dl, ml = _k_scale_min(row, s, mask)
+    m3 = mask[:, :, None]
+    byte = (48 + 32 * (s // 2))[:, :, None] + t
+    q = (_u8(row[:, :, None] + byte, m3) >> (4 * (s % 2))[:, :, None]) & 15
+    q = q | (((_u8(row[:, :, None] + 16 + t, m3) >> s[:, :, None]) & 1) << 4)
+    v = dl[:, :, None] * q.to(tl.float32) - ml[:, :, None]
+    return tl.reshape(v, (BLOCK_N, NB * 256))
+
+
+@triton.jit
+def _tile_q6_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N: tl.constexpr, NB: tl.constexpr):
+    # Block: 128 bytes low nibbles (64-byte runs), 64 bytes of 2-bit high parts, 16 int8 scales, f16 d;
+    # value d * scale * (q - 32).
+    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 16, 16, 210)
+    t = tl.arange(0, 16)[None, None, :]
+    m3 = mask[:, :, None]
+    dl = _f16(row + 208, mask) * _i8(_u8(row + 192 + s, mask)).to(tl.float32)
+    low_byte = (64 * (s // 8) + 16 * (s % 4))[:, :, None] + t
+    low = (_u8(row[:, :, None] + low_byte, m3) >> (4 * ((s // 4) % 2))[:, :, None]) & 15
+    high_byte = (128 + 32 * (s // 8) + 16 * (s % 2))[:, :, None] + t
+    high = (_u8(row[:, :, None] + high_byte, m3) >> (2 * ((s // 2) % 4))[:, :, None]) & 3
+    v = dl[:, :, None] * ((low | (high << 4)) - 32).to(tl.float32)
+    return tl.reshape(v, (BLOCK_N, NB * 256))
+
+
+@triton.jit
+def _tile(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, QTYPE: tl.constexpr, BLOCK_N: tl.constexpr,
+          NB: tl.constexpr):
+    if QTYPE == "Q4_0":
+        v = _tile_q4_0(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N, NB)
+    elif QTYPE == "Q8_0":
+        v = _tile_q8_0(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N, NB)
+    elif QTYPE == "Q2_K":
+        v = _tile_q2_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N, NB)
+    elif QTYPE == "Q3_K":
+        v = _tile_q3_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N, NB)
+    elif QTYPE == "Q4_K":
+        v = _tile_q4_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N, NB)
+    elif QTYPE == "Q5_K":
+        v = _tile_q5_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N, NB)
+    else:
+        tl.static_assert(QTYPE == "Q6_K")
+        v = _tile_q6_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N, NB)
+    return v
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels.
+
+
+@triton.jit
+def _x_chunk(p, rk, mask, K, SILU_MUL: tl.constexpr):
+    """float32 x[rk] of one row, or silu(gate) * up when the row is [gate | up] (2K wide)."""
+    if SILU_MUL:
+        g = tl.load(p + rk, mask=mask, other=0.0).to(tl.float32)
+        u = tl.load(p + K + rk, mask=mask, other=0.0).to(tl.float32)
+        x = g / (1.0 + tl.exp(-g)) * u
+    else:
+        x = tl.load(p + rk, mask=mask, other=0.0).to(tl.float32)
+    return x
+
+
+@triton.jit
+def _gemv_kernel(x_ptr, w_ptr, out_ptr, M, N, K, row_bytes, stride_x, stride_out,
+                 QTYPE: tl.constexpr, BS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 NB: tl.constexpr, SILU_MUL: tl.constexpr):
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = tl.arange(0, BLOCK_M)
+    n_blocks = K // BS
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kb0 in range(0, n_blocks, NB):
+        w = _tile(w_ptr, row_bytes, rn, N, kb0, n_blocks, QTYPE, BLOCK_N, NB)
+        rk = kb0 * BS + tl.arange(0, NB * BS)
+        for m in tl.static_range(BLOCK_M):
+            # Padding rows (m >= M) re-read the last row; their sums are never stored.
+            x = _x_chunk(x_ptr + tl.minimum(m, M - 1) * stride_x, rk, rk < K, K, SILU_MUL)
+            part = tl.sum(w * x[None, :], axis=1)
+            acc = tl.where(rows[:, None] == m, acc + part[None, :], acc)
+    out = out_ptr + rows[:, None] * stride_out + rn[None, :]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(rows[:, None] < M) & (rn[None, :] < N))
+
+
+@triton.jit
+def _gemm_kernel(x_ptr, w_ptr, out_ptr, M, N, K, row_bytes, stride_x, stride_out,
+                 QTYPE: tl.constexpr, BS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 NB: tl.constexpr, PRECISION: tl.constexpr):
+    # Axis 0 walks M fastest, so programs sharing a weight tile run together and share it in L2.
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_blocks = K // BS
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kb0 in range(0, n_blocks, NB):
+        w = _tile(w_ptr, row_bytes, rn, N, kb0, n_blocks, QTYPE, BLOCK_N, NB)
+        rk = kb0 * BS + tl.arange(0, NB * BS)
+        x_mask = (rm[:, None] < M) & (rk[None, :] < K)
+        x = tl.load(x_ptr + rm.to(tl.int64)[:, None] * stride_x + rk[None, :], mask=x_mask, other=0.0)
+        acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc, input_precision=PRECISION)
+    out = out_ptr + rm.to(tl.int64)[:, None] * stride_out + rn[None, :]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+
+@triton.jit
+def _dequant_kernel(w_ptr, out_ptr, R, C, row_bytes, QTYPE: tl.constexpr, BS: tl.constexpr,
+                    BLOCK_N: tl.constexpr, NB: tl.constexpr):
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    kb0 = tl.program_id(1) * NB
+    v = _tile(w_ptr, row_bytes, rn, R, kb0, C // BS, QTYPE, BLOCK_N, NB)
+    rk = kb0 * BS + tl.arange(0, NB * BS)
+    out = out_ptr + rn.to(tl.int64)[:, None] * C + rk[None, :]
+    tl.store(out, v.to(out_ptr.dtype.element_ty), mask=(rn[:, None] < R) & (rk[None, :] < C))
+
+
+# ------------------------------------------------------------------------------------------------
+# Launchers. Shapes are checked by the caller (``tensorlogic.llm.kernels``).
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << max(n, 1).bit_length() - 1
+
+
+def gemv_config(qtype: str, m: int, n: int, k: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, blocks per K step, num_warps) of the GEMV for an [m, k] x [n, k]^T product."""
+    block = BLOCKS[qtype][0]
+    block_m = triton.next_power_of_2(max(m, 1))
+    block_n = max(1, min(8, _pow2_floor(n // _GEMV_MIN_PROGRAMS)))
+    block_k = min(triton.next_power_of_2(k), max(block, _GEMV_TILE_ELEMENTS // block_n), 2048)
+    return block_m, block_n, max(1, block_k // block), 4
+
+
+def gemm_config(qtype: str, m: int, n: int, k: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, blocks per K step, num_warps) of the fused GEMM."""
+    block = BLOCKS[qtype][0]
+    block_m = 16 if m <= 16 else 32 if m <= 32 else 64
+    return block_m, 64, max(1, 64 // block), 4 if block == 32 else 8
+
+
+def qmatmul(
+    x2: torch.Tensor, raw: torch.Tensor, qtype: str, shape: tuple[int, int], out2: torch.Tensor,
+    *, silu_mul: bool = False, path: str = "auto",
+) -> torch.Tensor:
+    """``out2 = x2 @ W.T`` (x2 [M, K] or, with ``silu_mul``, [M, 2K] = [gate | up]; raw [N, row_bytes]).
+
+    ``path``: "auto", or "gemv" / "gemm" / "cublas" to force one (benchmarks, tests).
+    """
+    m = x2.shape[0]
+    n, k = shape
+    if path == "auto":
+        path = "gemv" if m <= GEMV_MAX_ROWS else "gemm" if m <= FUSED_GEMM_MAX_ROWS else "cublas"
+    if silu_mul and path != "gemv":
+        raise ValueError("silu_mul is fused into the GEMV path only")
+    block = BLOCKS[qtype][0]
+    if path == "gemv":
+        if m > GEMV_MAX_ROWS:
+            raise ValueError(f"the GEMV path takes at most {GEMV_MAX_ROWS} rows, got {m}")
+        block_m, block_n, nb, warps = gemv_config(qtype, m, n, k)
+        _gemv_kernel[(triton.cdiv(n, block_n),)](
+            x2, raw, out2, m, n, k, raw.stride(0), x2.stride(0), out2.stride(0),
+            QTYPE=qtype, BS=block, BLOCK_M=block_m, BLOCK_N=block_n, NB=nb, SILU_MUL=silu_mul, num_warps=warps,
+        )
+    elif path == "gemm":
+        block_m, block_n, nb, warps = gemm_config(qtype, m, n, k)
+        precision = "ieee" if x2.dtype == torch.float32 else None
+        _gemm_kernel[(triton.cdiv(m, block_m), triton.cdiv(n, block_n))](
+            x2, raw, out2, m, n, k, raw.stride(0), x2.stride(0), out2.stride(0),
+            QTYPE=qtype, BS=block, BLOCK_M=block_m, BLOCK_N=block_n, NB=nb, PRECISION=precision, num_warps=warps,
+        )
+    elif path == "cublas":
+        _cublas(x2, raw, qtype, shape, out2)
+    else:
+        raise ValueError(f"unknown path {path!r}")
+    return out2
+
+
+def _scratch(device: torch.device, dtype: torch.dtype, elements: int) -> torch.Tensor:
+    key = (str(device), dtype)
+    buf = _SCRATCH.get(key)
+    if buf is None or buf.numel() < elements:
+        buf = _SCRATCH[key] = torch.empty(elements, dtype=dtype, device=device)
+    return buf[:elements]
+
+
+def _cublas(x2: torch.Tensor, raw: torch.Tensor, qtype: str, shape: tuple[int, int], out2: torch.Tensor) -> None:
+    """Dequantize row chunks into the reused scratch buffer and multiply with torch.matmul (cuBLAS)."""
+    n, k = shape
+    step = max(1, min(n, SCRATCH_ELEMENTS // k))
+    buf = _scratch(x2.device, x2.dtype, step * k)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        rows = buf[: (stop - start) * k].view(stop - start, k)
+        dequantize(raw[start:stop], qtype, rows)
+        if start == 0 and stop == n:
+            torch.matmul(x2, rows.T, out=out2)
+        else:
+            out2[:, start:stop] = torch.matmul(x2, rows.T)
+
+
+def dequant_config(qtype: str, rows: int, cols: int) -> tuple[int, int, int]:
+    """(BLOCK_N, blocks per program along a row, num_warps): up to 4 x 1024 elements per program."""
+    block = BLOCKS[qtype][0]
+    nb = _pow2_floor(min(cols // block, max(1, _DEQUANT_ROW_ELEMENTS // block)))
+    return min(triton.next_power_of_2(rows), 4), nb, 4
+
+
+def dequantize(raw2: torch.Tensor, qtype: str, out2: torch.Tensor) -> torch.Tensor:
+    """out2 [R, C] = values of raw2 [R, C / block * block_bytes] (GGUF rows of ``qtype``)."""
+    rows, cols = out2.shape
+    block = BLOCKS[qtype][0]
+    block_n, nb, warps = dequant_config(qtype, rows, cols)
+    grid = (triton.cdiv(rows, block_n), triton.cdiv(cols // block, nb))
+    _dequant_kernel[grid](raw2, out2, rows, cols, raw2.stride(0), QTYPE=qtype, BS=block, BLOCK_N=block_n, NB=nb,
+                          num_warps=warps)
+    return out2
