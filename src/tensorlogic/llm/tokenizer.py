@@ -225,6 +225,10 @@ class StreamDecoder:
 
     def push(self, token_id: int) -> str:
         self.ids.append(int(token_id))
+        # A run of <0xNN> tokens decodes as a whole (one U+FFFD per byte if it is broken UTF-8), so nothing is
+        # emitted until the run ends; the window then never starts or ends inside a run.
+        if self.ids[-1] in self.tokenizer._byte_tokens:
+            return ""
         done = self.tokenizer.decode(self.ids[self.prefix : self.read], self.skip_special)
         text = self.tokenizer.decode(self.ids[self.prefix :], self.skip_special)
         if len(text) <= len(done) or text.endswith("\ufffd"):
@@ -263,6 +267,7 @@ class Tokenizer:
         self._bytes: list[bytes] = []
         self._skip: frozenset[int] = frozenset()
         self._strip_space = False
+        self._byte_tokens: frozenset[int] = frozenset()
         self._splitter = _SpecialSplitter({})
         self._literal_splitter = _SpecialSplitter({})
 
@@ -317,6 +322,8 @@ class Tokenizer:
         self._splitter = _SpecialSplitter({tokens[i]: i for i in sorted(control | user)})
         self._literal_splitter = _SpecialSplitter({tokens[i]: i for i in sorted(user)})
         self._bytes = [_piece_bytes(t, k, model) for t, k in zip(tokens, types)]
+        if model == "llama":
+            self._byte_tokens = frozenset(i for i, k in enumerate(types) if k == _BYTE and len(self._bytes[i]) == 1)
         eot = _token_id(kv, "tokenizer.ggml.eot_token_id", path, n)
         eom = _token_id(kv, "tokenizer.ggml.eom_token_id", path, n)
         named = {self._piece_ids[t] for t in _END_OF_TURN if t in self._piece_ids}
@@ -339,6 +346,8 @@ class Tokenizer:
         self = cls()
         self._hf = hf
         self.vocab_size = hf.get_vocab_size(with_added_tokens=True)
+        byte_piece = re.compile(r"<0x[0-9A-F]{2}>")
+        self._byte_tokens = frozenset(i for t, i in hf.get_vocab().items() if byte_piece.fullmatch(t))
         added = hf.get_added_tokens_decoder()
         self.special_ids = frozenset(added)
         self._skip = frozenset(i for i, t in added.items() if t.special)
@@ -407,12 +416,32 @@ class Tokenizer:
                 raise ValueError(f"token id {i} is outside the vocabulary (size {self.vocab_size})")
         if self._hf is not None:
             return self._hf.decode(ids, skip_special_tokens=skip_special)
-        data = b"".join(self._bytes[i] for i in ids if not (skip_special and i in self._skip))
-        text = codecs.decode(data, "utf-8", "replace")
+        kept = [i for i in ids if not (skip_special and i in self._skip)]
+        if self._byte_tokens:
+            text = self._decode_with_byte_tokens(kept)
+        else:
+            text = codecs.decode(b"".join(self._bytes[i] for i in kept), "utf-8", "replace")
         # SentencePiece added a space in front of the text; take it back off, as Hugging Face's decoder does.
         if self._strip_space and text.startswith(" "):
             text = text[1:]
         return text
+
+    def _decode_with_byte_tokens(self, ids: list[int]) -> str:
+        """SentencePiece text: each run of <0xNN> tokens is one UTF-8 string, or one U+FFFD per byte when the
+        run is not valid UTF-8 -- Hugging Face's ByteFallback rule, so outputs agree on broken bytes too."""
+        parts: list[str] = []
+        run = bytearray()
+        for i in ids:
+            if i in self._byte_tokens:
+                run += self._bytes[i]
+                continue
+            if run:
+                parts.append(_run_text(run))
+                run.clear()
+            parts.append(self._bytes[i].decode("utf-8"))
+        if run:
+            parts.append(_run_text(run))
+        return "".join(parts)
 
     def stream(self, skip_special: bool = False) -> StreamDecoder:
         """An incremental decoder: feed ids one at a time, get text as soon as it is complete."""
@@ -531,6 +560,13 @@ def _piece_bytes(piece: str, kind: int, model: str) -> bytes:
     if all(ch in _CHAR_TO_BYTE for ch in piece):
         return bytes(_CHAR_TO_BYTE[ch] for ch in piece)
     return piece.encode("utf-8")
+
+
+def _run_text(run: bytearray) -> str:
+    try:
+        return run.decode("utf-8")
+    except UnicodeDecodeError:
+        return "\ufffd" * len(run)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
