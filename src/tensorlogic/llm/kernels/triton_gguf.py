@@ -306,11 +306,12 @@ def gemm_config(qtype: str, m: int, n: int, k: int) -> tuple[int, int, int, int]
 
 def qmatmul(
     x2: torch.Tensor, raw: torch.Tensor, qtype: str, shape: tuple[int, int], out2: torch.Tensor,
-    *, silu_mul: bool = False, path: str = "auto",
+    *, silu_mul: bool = False, path: str = "auto", config: tuple[int, int, int, int] | None = None,
 ) -> torch.Tensor:
     """``out2 = x2 @ W.T`` (x2 [M, K] or, with ``silu_mul``, [M, 2K] = [gate | up]; raw [N, row_bytes]).
 
-    ``path``: "auto", or "gemv" / "gemm" / "cublas" to force one (benchmarks, tests).
+    ``path``: "auto", or "gemv" / "gemm" / "cublas" to force one; ``config``: (BLOCK_M, BLOCK_N, blocks
+    per K step, num_warps) instead of ``gemv_config``/``gemm_config`` (benchmark sweeps, tests).
     """
     m = x2.shape[0]
     n, k = shape
@@ -322,13 +323,13 @@ def qmatmul(
     if path == "gemv":
         if m > GEMV_MAX_ROWS:
             raise ValueError(f"the GEMV path takes at most {GEMV_MAX_ROWS} rows, got {m}")
-        block_m, block_n, nb, warps = gemv_config(qtype, m, n, k)
+        block_m, block_n, nb, warps = config or gemv_config(qtype, m, n, k)
         _gemv_kernel[(triton.cdiv(n, block_n),)](
             x2, raw, out2, m, n, k, raw.stride(0), x2.stride(0), out2.stride(0),
             QTYPE=qtype, BS=block, BLOCK_M=block_m, BLOCK_N=block_n, NB=nb, SILU_MUL=silu_mul, num_warps=warps,
         )
     elif path == "gemm":
-        block_m, block_n, nb, warps = gemm_config(qtype, m, n, k)
+        block_m, block_n, nb, warps = config or gemm_config(qtype, m, n, k)
         precision = "ieee" if x2.dtype == torch.float32 else None
         _gemm_kernel[(triton.cdiv(m, block_m), triton.cdiv(n, block_n))](
             x2, raw, out2, m, n, k, raw.stride(0), x2.stride(0), out2.stride(0),
