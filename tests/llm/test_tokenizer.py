@@ -510,3 +510,10 @@ def test_bad_tokenizer_files(tmp_path):
 def test_decode_rejects_out_of_range_ids(ours):
     with pytest.raises(ValueError, match="outside the vocabulary"):
         ours["spm"].decode([1, 32000])
+
+
+def test_encode_rejects_text_without_utf8_form(ours):
+    with pytest.raises(ValueError, match="lone surrogate"):
+        ours["spm"].encode("ok \ud800")
+    with pytest.raises(TypeError, match="expects a str"):
+        ours["gpt2"].encode(b"bytes")

@@ -28,7 +28,7 @@ from ..errors import FormatError, UnsupportedError
 SPACE = "\u2581"
 
 # llama.cpp's token types (gguf.TokenType).
-_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
+_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _BYTE = 1, 2, 3, 4, 6
 
 _GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 _LLAMA3_SPLIT = (
@@ -376,6 +376,12 @@ class Tokenizer:
         forces BOS, False adds neither. ``parse_special`` False reads control tokens in the text as plain text."""
         if not isinstance(text, str):
             raise TypeError(f"encode expects a str, not {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(
+                f"text holds a lone surrogate {text[e.start]!r} at index {e.start}; it has no UTF-8 form"
+            ) from None
         ids: list[int] = []
         bos = self.add_bos if add_bos is None else add_bos
         if bos and self.bos_id is not None:
