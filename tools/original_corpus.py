@@ -314,7 +314,9 @@ def classify_run_only(program: str, run: Run) -> Result:
 def run_only_program(program: str, orig: Path, tl: Path, timeout: float, home: Path | None = None) -> Result:
     """Run one program without a reference; programs that name /Users/... paths are not run (ABSPATH)."""
     path = orig / program
-    if _ABSOLUTE.search(path.read_text(encoding="utf-8", errors="replace")):
+    code = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines()
+            if not ln.lstrip().startswith("//")]
+    if any(_ABSOLUTE.search(ln) for ln in code):
         return Result(program, "ABSPATH", "names an absolute /Users/... path")
     return classify_run_only(program, run_program(tl, path, timeout, home))
 

@@ -361,7 +361,7 @@ def test_corpus_run_only_mode(tmp_path):
     fake_tl.chmod(0o755)
     orig = tmp_path / "orig"
     (orig / "ex").mkdir(parents=True)
-    (orig / "ex" / "good.tl").write_text("print(1)\n")
+    (orig / "ex" / "good.tl").write_text('// once read "/Users/someone/m.gguf"\nprint(1)\n')
     (orig / "ex" / "boom.tl").write_text("fail\n")
     (orig / "ex" / "mac.tl").write_text('load_model("/Users/someone/.llm/m.gguf")\n')
     listing = tmp_path / "list.txt"
