@@ -517,3 +517,12 @@ def test_encode_rejects_text_without_utf8_form(ours):
         ours["spm"].encode("ok \ud800")
     with pytest.raises(TypeError, match="expects a str"):
         ours["gpt2"].encode(b"bytes")
+
+
+def test_empty_control_token_is_not_matched(files):
+    kv = dict(files["gpt2"]["kv"])
+    tokens = list(kv["tokenizer.ggml.tokens"])
+    tokens[-1] = ""
+    kv["tokenizer.ggml.tokens"] = tokens
+    tok = Tokenizer.from_gguf(kv, "m.gguf")
+    assert len(tokens) - 1 not in tok.encode("abc def")

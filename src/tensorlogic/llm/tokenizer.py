@@ -73,7 +73,8 @@ class _SpecialSplitter:
     """Cuts text at special tokens, leftmost-longest, as Hugging Face's added-vocabulary matching does."""
 
     def __init__(self, tokens: Mapping[str, int]):
-        self.ids = dict(tokens)
+        # An empty token (a damaged vocabulary) would match between every two characters.
+        self.ids = {t: i for t, i in tokens.items() if t}
         ordered = sorted(self.ids, key=len, reverse=True)
         self.pattern = re.compile("|".join(re.escape(t) for t in ordered)) if ordered else None
 
