@@ -360,6 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_bench)
 
+    from .llm.cli import add_commands
+
+    add_commands(sub)
+
     p = sub.add_parser("repl", help="interactive TensorLogic prompt")
     p.add_argument("--device", choices=["cpu", "gpu"], default=None)
     p.set_defaults(func=cmd_repl)

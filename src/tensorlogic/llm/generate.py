@@ -126,6 +126,7 @@ class LLM:
                 break
             keep += 1
         new = ids[keep:]
+        self._cached = ids[:keep]  # what stays valid if this forward is interrupted
         tensor = torch.tensor([new], device=self.device)
         logits = self.model.forward(tensor, keep) if keep or len(new) > 1 else self.model.forward(tensor, 0)
         self._cached = list(ids)
@@ -182,9 +183,10 @@ class LLM:
                 yield pending[:safe]
                 pending = pending[safe:]
             if step + 1 < max_new_tokens:
-                pos = len(self._cached)
+                # The token joins the cached sequence only once its keys and values are in the cache, so an
+                # interrupted step (Ctrl-C) leaves the cache consistent.
+                logits = self.model.decode(torch.tensor([[token]], device=self.device), len(self._cached))
                 self._cached.append(token)
-                logits = self.model.decode(torch.tensor([[token]], device=self.device), pos)
         else:
             pending += decoder.flush()
             cut = _find_stop(pending, stops)
