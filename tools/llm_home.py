@@ -139,11 +139,41 @@ def _vocab() -> Any:
     return vocab
 
 
+# Words the programs tokenize and then treat as one token (reshape(Q, [1.0, 32.0, 64.0]) after
+# tokenize(tokenizer, "Hello", false)), as they are in TinyLlama's vocabulary.
+SINGLE_TOKEN_WORDS = ("Hello", "Hi", "test", "world")
+
+
+def with_words(kv: dict[str, Any], words: tuple[str, ...] = SINGLE_TOKEN_WORDS) -> dict[str, Any]:
+    """``kv`` with each ``▁word`` a single token: the word's prefixes become pieces that outscore every merge.
+
+    They take the places of the vocabulary's rarest multi-character pieces, so the size stays the same and
+    no single character (needed to spell anything) goes.
+    """
+    tokens, scores = list(kv["tokenizer.ggml.tokens"]), list(kv["tokenizer.ggml.scores"])
+    wanted: list[str] = []
+    for word in words:
+        piece = "\u2581" + word
+        wanted += [piece[:n] for n in range(2, len(piece) + 1) if piece[:n] not in wanted]
+    index = {t: i for i, t in enumerate(tokens)}
+    victims = (i for i in range(len(tokens) - 1, -1, -1)
+               if len(tokens[i]) > 1 and tokens[i] not in wanted and not tokens[i].startswith("<"))
+    top = max(scores) + 1.0 + len(wanted)
+    for rank, piece in enumerate(wanted):
+        i = index.get(piece)
+        if i is None:
+            i = next(victims)
+            tokens[i] = piece
+        # Longer prefixes score lower, so each word is built left to right before any other merge.
+        scores[i] = top - rank
+    return {**kv, "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.scores": scores}
+
+
 def write_home(home: Path, layers: int = 22, types: tuple[str, ...] = ("q4_0", "f16"), seed: int = 0) -> list[Path]:
     """The whole tree under ``home``; the paths written."""
     shape = tinyllama_shape(layers)
     vocab = _vocab()
-    kv = vocab.spm_vocab_kv(shape["vocab"])
+    kv = with_words(vocab.spm_vocab_kv(shape["vocab"]))
     written = [vocab.write_tokenizer_json(home / ".llm" / "tokenizers" / TOKENIZER_NAME, kv)]
     for qtype in types:
         written.append(write_model(home / ".llm" / "models" / f"{MODEL_STEM}-{qtype}.gguf", qtype, shape, kv, seed))

@@ -36,14 +36,14 @@ CASES = [
 ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model_file(tmp_root: str, arch: str, qtype: str) -> Path:
     folder = Path(tmp_root) / f"{arch}-{qtype}"
     folder.mkdir(parents=True, exist_ok=True)
     return write_llm_gguf(folder / "model.gguf", arch, qtype)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference(path: Path) -> torch.nn.Module:
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     return hf.eval()

@@ -35,6 +35,10 @@ BLOCKS: dict[str, tuple[int, int]] = {
     "Q4_0": (32, 18), "Q8_0": (32, 34), "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144),
     "Q5_K": (256, 176), "Q6_K": (256, 210),
 }
+# type -> elements per sub-block (one scale each)
+SUB_BLOCK = {"Q4_0": 16, "Q8_0": 32, "Q2_K": 16, "Q3_K": 16, "Q4_K": 32, "Q5_K": 32, "Q6_K": 16}
+# Types whose values are scale * q - min, so a sub-block's sum cannot be scaled once.
+HAS_MIN = frozenset({"Q2_K", "Q4_K", "Q5_K"})
 # Dequantized elements one program holds per K step of the GEMV (about 32 float32 registers a thread).
 _GEMV_TILE_ELEMENTS = 4096
 # Enough programs to fill an H100/H200 (132 SMs) several times over.
@@ -47,8 +51,10 @@ _SCRATCH: dict[tuple[str, torch.dtype], torch.Tensor] = {}
 
 
 # ------------------------------------------------------------------------------------------------
-# Dequantization of one tile. Each function returns float32 [BLOCK_N, NB * block] for rows ``rn`` and
-# blocks kb0 .. kb0 + NB - 1 of each row; rows >= n_rows and blocks >= n_blocks read as zeros.
+# Dequantization of one tile. Each ``_tile_*`` returns (q, a, b) for rows ``rn`` and blocks
+# kb0 .. kb0 + NB - 1 of each row: q float32 [BLOCK_N, G, SUB] holds small exact integers and each
+# sub-block's values are a * q + b, a and b float32 [BLOCK_N, G] (b is used only by types with
+# mins, ``HAS_MIN``). Rows >= n_rows and blocks >= n_blocks read as zeros.
 
 
 @triton.jit
@@ -65,9 +71,13 @@ def _f16(p, mask):
 
 
 @triton.jit
-def _i8(v):
-    """Bytes 0..255 read as int8."""
-    return (v ^ 128) - 128
+def _exact(q, offset: tl.constexpr):
+    """float32(q - offset) for integers 0 <= q < 2**23, exactly.
+
+    Or-ing q into the mantissa of 2**23 and subtracting is two full-rate instructions, where an
+    int-to-float conversion runs at a quarter of the rate and would bound the GEMV below HBM speed.
+    """
+    return (q | 0x4B000000).to(tl.float32, bitcast=True) - (8388608.0 + offset)
 
 
 @triton.jit
@@ -82,25 +92,23 @@ def _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, G: tl.constexpr, NSUB: 
 
 
 @triton.jit
-def _tile_q4_0(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N: tl.constexpr, NB: tl.constexpr):
+def _tile_q4_0(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
     # Block: f16 d, 16 bytes; element t of sub-block s is nibble s of byte t; value (q - 8) * d.
     row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 2, 2, 18)
     t = tl.arange(0, 16)[None, None, :]
     d = _f16(row, mask)
     q = (_u8(row[:, :, None] + 2 + t, mask[:, :, None]) >> (4 * s[:, :, None])) & 15
-    v = (q - 8).to(tl.float32) * d[:, :, None]
-    return tl.reshape(v, (BLOCK_N, NB * 32))
+    return _exact(q, 8), d, d
 
 
 @triton.jit
-def _tile_q8_0(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N: tl.constexpr, NB: tl.constexpr):
-    # Block: f16 d, 32 int8; value q * d.
+def _tile_q8_0(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
+    # Block: f16 d, 32 int8; value q * d. Flipping the sign bit maps int8 q to q + 128.
     row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB, 1, 34)
     t = tl.arange(0, 32)[None, None, :]
     d = _f16(row, mask)
-    q = _i8(_u8(row[:, :, None] + 2 + t, mask[:, :, None]))
-    v = q.to(tl.float32) * d[:, :, None]
-    return tl.reshape(v, (BLOCK_N, NB * 32))
+    q = _u8(row[:, :, None] + 2 + t, mask[:, :, None]) ^ 128
+    return _exact(q, 128), d, d
 
 
 @triton.jit
@@ -111,7 +119,7 @@ def _crumbs(row, s, t, mask, start):
 
 
 @triton.jit
-def _tile_q2_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N: tl.constexpr, NB: tl.constexpr):
+def _tile_q2_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
     # Block: 16 scale bytes (low nibble scale, high nibble min), 64 bytes of 2-bit quants, f16 d, f16 dmin;
     # value d * scale * q - dmin * min.
     row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 16, 16, 84)
@@ -119,13 +127,11 @@ def _tile_q2_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N: tl.constexp
     sc = _u8(row + s, mask)
     dl = _f16(row + 80, mask) * (sc & 15).to(tl.float32)
     ml = _f16(row + 82, mask) * (sc >> 4).to(tl.float32)
-    q = _crumbs(row, s, t, mask, 16)
-    v = dl[:, :, None] * q.to(tl.float32) - ml[:, :, None]
-    return tl.reshape(v, (BLOCK_N, NB * 256))
+    return _exact(_crumbs(row, s, t, mask, 16), 0), dl, -ml
 
 
 @triton.jit
-def _tile_q3_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N: tl.constexpr, NB: tl.constexpr):
+def _tile_q3_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
     # Block: 32 bytes high-bit mask, 64 bytes of 2-bit quants, 12 bytes of 6-bit scales, f16 d;
     # value d * (scale - 32) * (q - 4) with q = low 2 bits | mask bit << 2.
     row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 16, 16, 110)
@@ -134,9 +140,7 @@ def _tile_q3_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N: tl.constexp
     high = (_u8(row + 104 + s % 4, mask) >> (2 * (s // 4))) & 3
     dl = _f16(row + 108, mask) * ((low | (high << 4)) - 32).to(tl.float32)
     hbit = (_u8(row[:, :, None] + (16 * (s % 2))[:, :, None] + t, mask[:, :, None]) >> (s // 2)[:, :, None]) & 1
-    q = _crumbs(row, s, t, mask, 32) | (hbit << 2)
-    v = dl[:, :, None] * (q - 4).to(tl.float32)
-    return tl.reshape(v, (BLOCK_N, NB * 256))
+    return _exact(_crumbs(row, s, t, mask, 32) | (hbit << 2), 4), dl, dl
 
 
 @triton.jit
@@ -152,19 +156,18 @@ def _k_scale_min(row, s, mask):
 
 
 @triton.jit
-def _tile_q4_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N: tl.constexpr, NB: tl.constexpr):
+def _tile_q4_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
     # Block: f16 d, f16 dmin, 12 bytes of scales/mins, 128 bytes of nibbles (32-byte runs, low then high).
     row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 8, 8, 144)
     t = tl.arange(0, 32)[None, None, :]
     dl, ml = _k_scale_min(row, s, mask)
     byte = (16 + 32 * (s // 2))[:, :, None] + t
     q = (_u8(row[:, :, None] + byte, mask[:, :, None]) >> (4 * (s % 2))[:, :, None]) & 15
-    v = dl[:, :, None] * q.to(tl.float32) - ml[:, :, None]
-    return tl.reshape(v, (BLOCK_N, NB * 256))
+    return _exact(q, 0), dl, -ml
 
 
 @triton.jit
-def _tile_q5_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N: tl.constexpr, NB: tl.constexpr):
+def _tile_q5_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
     # Q4_K's layout with 32 bytes of fifth bits (bit s of byte t) before the nibbles.
     row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 8, 8, 176)
     t = tl.arange(0, 32)[None, None, :]
@@ -173,49 +176,56 @@ def _tile_q5_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N: tl.constexp
     byte = (48 + 32 * (s // 2))[:, :, None] + t
     q = (_u8(row[:, :, None] + byte, m3) >> (4 * (s % 2))[:, :, None]) & 15
     q = q | (((_u8(row[:, :, None] + 16 + t, m3) >> s[:, :, None]) & 1) << 4)
-    v = dl[:, :, None] * q.to(tl.float32) - ml[:, :, None]
-    return tl.reshape(v, (BLOCK_N, NB * 256))
+    return _exact(q, 0), dl, -ml
 
 
 @triton.jit
-def _tile_q6_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N: tl.constexpr, NB: tl.constexpr):
+def _tile_q6_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
     # Block: 128 bytes low nibbles (64-byte runs), 64 bytes of 2-bit high parts, 16 int8 scales, f16 d;
     # value d * scale * (q - 32).
     row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 16, 16, 210)
     t = tl.arange(0, 16)[None, None, :]
     m3 = mask[:, :, None]
-    dl = _f16(row + 208, mask) * _i8(_u8(row + 192 + s, mask)).to(tl.float32)
+    dl = _f16(row + 208, mask) * (((_u8(row + 192 + s, mask)) ^ 128) - 128).to(tl.float32)
     low_byte = (64 * (s // 8) + 16 * (s % 4))[:, :, None] + t
     low = (_u8(row[:, :, None] + low_byte, m3) >> (4 * ((s // 4) % 2))[:, :, None]) & 15
     high_byte = (128 + 32 * (s // 8) + 16 * (s % 2))[:, :, None] + t
     high = (_u8(row[:, :, None] + high_byte, m3) >> (2 * ((s // 2) % 4))[:, :, None]) & 3
-    v = dl[:, :, None] * ((low | (high << 4)) - 32).to(tl.float32)
-    return tl.reshape(v, (BLOCK_N, NB * 256))
+    return _exact(low | (high << 4), 32), dl, dl
 
 
 @triton.jit
-def _tile(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, QTYPE: tl.constexpr, BLOCK_N: tl.constexpr,
-          NB: tl.constexpr):
+def _tile(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, QTYPE: tl.constexpr, NB: tl.constexpr):
     if QTYPE == "Q4_0":
-        v = _tile_q4_0(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N, NB)
+        q, a, b = _tile_q4_0(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB)
     elif QTYPE == "Q8_0":
-        v = _tile_q8_0(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N, NB)
+        q, a, b = _tile_q8_0(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB)
     elif QTYPE == "Q2_K":
-        v = _tile_q2_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N, NB)
+        q, a, b = _tile_q2_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB)
     elif QTYPE == "Q3_K":
-        v = _tile_q3_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N, NB)
+        q, a, b = _tile_q3_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB)
     elif QTYPE == "Q4_K":
-        v = _tile_q4_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N, NB)
+        q, a, b = _tile_q4_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB)
     elif QTYPE == "Q5_K":
-        v = _tile_q5_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N, NB)
+        q, a, b = _tile_q5_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB)
     else:
         tl.static_assert(QTYPE == "Q6_K")
-        v = _tile_q6_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, BLOCK_N, NB)
+        q, a, b = _tile_q6_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB)
+    return q, a, b
+
+
+@triton.jit
+def _values(q, a, b, HAS_MIN: tl.constexpr):
+    """Element values a * q (+ b) [BLOCK_N, G, SUB]; a product of at most 22 significant bits, so exact."""
+    if HAS_MIN:
+        v = a[:, :, None] * q + b[:, :, None]
+    else:
+        v = a[:, :, None] * q
     return v
 
 
 # ------------------------------------------------------------------------------------------------
-# Kernels.
+# Kernels. The x chunk of one K step is loaded as [G, SUB], matching the weight tile's sub-blocks.
 
 
 @triton.jit
@@ -232,19 +242,26 @@ def _x_chunk(p, rk, mask, K, SILU_MUL: tl.constexpr):
 
 @triton.jit
 def _gemv_kernel(x_ptr, w_ptr, out_ptr, M, N, K, row_bytes, stride_x, stride_out,
-                 QTYPE: tl.constexpr, BS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 NB: tl.constexpr, SILU_MUL: tl.constexpr):
+                 QTYPE: tl.constexpr, BS: tl.constexpr, SUB: tl.constexpr, HAS_MIN: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NB: tl.constexpr, SILU_MUL: tl.constexpr):
+    G: tl.constexpr = NB * BS // SUB
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rows = tl.arange(0, BLOCK_M)
     n_blocks = K // BS
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for kb0 in range(0, n_blocks, NB):
-        w = _tile(w_ptr, row_bytes, rn, N, kb0, n_blocks, QTYPE, BLOCK_N, NB)
-        rk = kb0 * BS + tl.arange(0, NB * BS)
+        q, a, b = _tile(w_ptr, row_bytes, rn, N, kb0, n_blocks, QTYPE, NB)
+        if HAS_MIN:
+            w = _values(q, a, b, HAS_MIN)
+        rk = kb0 * BS + tl.arange(0, G)[:, None] * SUB + tl.arange(0, SUB)[None, :]
         for m in tl.static_range(BLOCK_M):
             # Padding rows (m >= M) re-read the last row; their sums are never stored.
             x = _x_chunk(x_ptr + tl.minimum(m, M - 1) * stride_x, rk, rk < K, K, SILU_MUL)
-            part = tl.sum(w * x[None, :], axis=1)
+            if HAS_MIN:
+                part = tl.sum(tl.sum(w * x[None, :, :], axis=2), axis=1)
+            else:
+                # Scale once per sub-block: one multiply-add per weight instead of two.
+                part = tl.sum(tl.sum(q * x[None, :, :], axis=2) * a, axis=1)
             acc = tl.where(rows[:, None] == m, acc + part[None, :], acc)
     out = out_ptr + rows[:, None] * stride_out + rn[None, :]
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(rows[:, None] < M) & (rn[None, :] < N))
@@ -252,15 +269,16 @@ def _gemv_kernel(x_ptr, w_ptr, out_ptr, M, N, K, row_bytes, stride_x, stride_out
 
 @triton.jit
 def _gemm_kernel(x_ptr, w_ptr, out_ptr, M, N, K, row_bytes, stride_x, stride_out,
-                 QTYPE: tl.constexpr, BS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 NB: tl.constexpr, PRECISION: tl.constexpr):
+                 QTYPE: tl.constexpr, BS: tl.constexpr, SUB: tl.constexpr, HAS_MIN: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NB: tl.constexpr, PRECISION: tl.constexpr):
     # Axis 0 walks M fastest, so programs sharing a weight tile run together and share it in L2.
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_blocks = K // BS
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for kb0 in range(0, n_blocks, NB):
-        w = _tile(w_ptr, row_bytes, rn, N, kb0, n_blocks, QTYPE, BLOCK_N, NB)
+        q, a, b = _tile(w_ptr, row_bytes, rn, N, kb0, n_blocks, QTYPE, NB)
+        w = tl.reshape(_values(q, a, b, HAS_MIN), (BLOCK_N, NB * BS))
         rk = kb0 * BS + tl.arange(0, NB * BS)
         x_mask = (rm[:, None] < M) & (rk[None, :] < K)
         x = tl.load(x_ptr + rm.to(tl.int64)[:, None] * stride_x + rk[None, :], mask=x_mask, other=0.0)
@@ -270,14 +288,16 @@ def _gemm_kernel(x_ptr, w_ptr, out_ptr, M, N, K, row_bytes, stride_x, stride_out
 
 
 @triton.jit
-def _dequant_kernel(w_ptr, out_ptr, R, C, row_bytes, QTYPE: tl.constexpr, BS: tl.constexpr,
-                    BLOCK_N: tl.constexpr, NB: tl.constexpr):
+def _dequant_kernel(w_ptr, out_ptr, R, C, row_bytes, QTYPE: tl.constexpr, BS: tl.constexpr, SUB: tl.constexpr,
+                    HAS_MIN: tl.constexpr, BLOCK_N: tl.constexpr, NB: tl.constexpr):
+    G: tl.constexpr = NB * BS // SUB
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     kb0 = tl.program_id(1) * NB
-    v = _tile(w_ptr, row_bytes, rn, R, kb0, C // BS, QTYPE, BLOCK_N, NB)
-    rk = kb0 * BS + tl.arange(0, NB * BS)
-    out = out_ptr + rn.to(tl.int64)[:, None] * C + rk[None, :]
-    tl.store(out, v.to(out_ptr.dtype.element_ty), mask=(rn[:, None] < R) & (rk[None, :] < C))
+    q, a, b = _tile(w_ptr, row_bytes, rn, R, kb0, C // BS, QTYPE, NB)
+    v = _values(q, a, b, HAS_MIN)
+    rk = kb0 * BS + tl.arange(0, G)[:, None] * SUB + tl.arange(0, SUB)[None, :]
+    out = out_ptr + rn.to(tl.int64)[:, None, None] * C + rk[None, :, :]
+    tl.store(out, v.to(out_ptr.dtype.element_ty), mask=(rn[:, None, None] < R) & (rk[None, :, :] < C))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -326,14 +346,16 @@ def qmatmul(
         block_m, block_n, nb, warps = config or gemv_config(qtype, m, n, k)
         _gemv_kernel[(triton.cdiv(n, block_n),)](
             x2, raw, out2, m, n, k, raw.stride(0), x2.stride(0), out2.stride(0),
-            QTYPE=qtype, BS=block, BLOCK_M=block_m, BLOCK_N=block_n, NB=nb, SILU_MUL=silu_mul, num_warps=warps,
+            QTYPE=qtype, BS=block, SUB=SUB_BLOCK[qtype], HAS_MIN=qtype in HAS_MIN, BLOCK_M=block_m,
+            BLOCK_N=block_n, NB=nb, SILU_MUL=silu_mul, num_warps=warps,
         )
     elif path == "gemm":
         block_m, block_n, nb, warps = config or gemm_config(qtype, m, n, k)
         precision = "ieee" if x2.dtype == torch.float32 else None
         _gemm_kernel[(triton.cdiv(m, block_m), triton.cdiv(n, block_n))](
             x2, raw, out2, m, n, k, raw.stride(0), x2.stride(0), out2.stride(0),
-            QTYPE=qtype, BS=block, BLOCK_M=block_m, BLOCK_N=block_n, NB=nb, PRECISION=precision, num_warps=warps,
+            QTYPE=qtype, BS=block, SUB=SUB_BLOCK[qtype], HAS_MIN=qtype in HAS_MIN, BLOCK_M=block_m,
+            BLOCK_N=block_n, NB=nb, PRECISION=precision, num_warps=warps,
         )
     elif path == "cublas":
         _cublas(x2, raw, qtype, shape, out2)
@@ -378,6 +400,6 @@ def dequantize(raw2: torch.Tensor, qtype: str, out2: torch.Tensor) -> torch.Tens
     block = BLOCKS[qtype][0]
     block_n, nb, warps = dequant_config(qtype, rows, cols)
     grid = (triton.cdiv(rows, block_n), triton.cdiv(cols // block, nb))
-    _dequant_kernel[grid](raw2, out2, rows, cols, raw2.stride(0), QTYPE=qtype, BS=block, BLOCK_N=block_n, NB=nb,
-                          num_warps=warps)
+    _dequant_kernel[grid](raw2, out2, rows, cols, raw2.stride(0), QTYPE=qtype, BS=block, SUB=SUB_BLOCK[qtype],
+                          HAS_MIN=qtype in HAS_MIN, BLOCK_N=block_n, NB=nb, num_warps=warps)
     return out2
