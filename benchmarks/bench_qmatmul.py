@@ -117,13 +117,13 @@ def bench_matmul(qtype: str, n: int, k: int, args) -> list[dict]:
     if args.sweep and qtype != "F16":
         x = torch.randn(1, k, device="cuda", dtype=torch.float16)
         out = torch.empty(1, n, device="cuda", dtype=torch.float16)
-        block = tg.BLOCKS[qtype][0]
+        sub = tg.SUB_BLOCK[qtype]
         for block_n in (1, 2, 4, 8, 16):
             for block_k in (256, 512, 1024, 2048):
                 for warps in (2, 4, 8):
-                    if block_k < block or block_k > 2 * k:
+                    if block_k > 2 * k:
                         continue
-                    cfg = (1, block_n, block_k // block, warps)
+                    cfg = (1, block_n, block_k // sub, warps)
                     fn = lambda c=cfg: tg.qmatmul(x, w.raw, qtype, w.shape, out, path="gemv", config=c)  # noqa: E731
                     graphed, _ = time_us(fn, max(5, args.iters // 4), args.graph_calls)
                     row = {"type": qtype, "shape": f"{n}x{k}", "rows": 1, "impl": "sweep", "config": cfg,

@@ -87,7 +87,7 @@ def main() -> None:
 
     # Small tiles so that these small shapes still loop over several K steps and row tiles.
     triton_gguf._GEMV_MIN_PROGRAMS = 4
-    triton_gguf._GEMV_TILE_ELEMENTS = 128
+    triton_gguf._GEMV_TILE_ELEMENTS = 256
     triton_gguf._DEQUANT_ROW_ELEMENTS = 64
     triton_gguf.SCRATCH_ELEMENTS = 5 * 768
     results: dict[str, dict[str, object]] = {}

@@ -1,11 +1,11 @@
 """Triton kernels that read GGUF blocks as stored: fused dequantize-GEMV/GEMM and dequantization.
 
-Every kernel is built on one device function per type that dequantizes a [BLOCK_N rows, NB blocks]
-tile of a weight straight from its block bytes into float32 registers. The tile is computed as a
-[BLOCK_N, G, SUB] tensor — G sub-blocks of SUB consecutive elements, each sub-block with one scale —
-so scales are loaded once per sub-block and broadcast, and the quant bytes of a sub-block are a run of
-consecutive addresses (16-byte aligned runs for Q4_K/Q5_K, whose loads vectorize). Reshaped to
-[BLOCK_N, NB * block] it is in natural element order, so x, the output and cuBLAS need no permutation.
+Every kernel is built on one device function per type that dequantizes a tile of BLOCK_N weight rows
+by G sub-blocks straight from the block bytes into registers. A sub-block is a run of SUB (16 or 32)
+consecutive elements sharing one scale, so the tile is a [BLOCK_N, G, SUB] tensor: scales are loaded
+once per sub-block and broadcast, and the quant bytes of a sub-block are consecutive addresses
+(16-byte aligned runs for Q4_K/Q5_K, whose loads vectorize). Reshaped to [BLOCK_N, G * SUB] it is in
+natural element order, so x, the output and cuBLAS need no permutation.
 
 - ``qmatmul`` with at most ``GEMV_MAX_ROWS`` rows of x (decode): ``_gemv_kernel``, one program per
   BLOCK_N output features walking all of K; each weight tile is read once and applied to every x row
@@ -51,8 +51,8 @@ _SCRATCH: dict[tuple[str, torch.dtype], torch.Tensor] = {}
 
 
 # ------------------------------------------------------------------------------------------------
-# Dequantization of one tile. Each ``_tile_*`` returns (q, a, b) for rows ``rn`` and blocks
-# kb0 .. kb0 + NB - 1 of each row: q float32 [BLOCK_N, G, SUB] holds small exact integers and each
+# Dequantization of one tile. Each ``_tile_*`` returns (q, a, b) for rows ``rn`` and sub-blocks
+# sg0 .. sg0 + G - 1 of each row: q float32 [BLOCK_N, G, SUB] holds small exact integers and each
 # sub-block's values are a * q + b, a and b float32 [BLOCK_N, G] (b is used only by types with
 # mins, ``HAS_MIN``). Rows >= n_rows and blocks >= n_blocks read as zeros.
 
@@ -81,20 +81,20 @@ def _exact(q, offset: tl.constexpr):
 
 
 @triton.jit
-def _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, G: tl.constexpr, NSUB: tl.constexpr,
+def _blocks(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G: tl.constexpr, NSUB: tl.constexpr,
             BLOCK_BYTES: tl.constexpr):
-    """Per sub-block [BLOCK_N, G]: the pointer to its block, its index within the block, and the mask."""
-    g = tl.arange(0, G)
-    blk = kb0 + g // NSUB
+    """Per sub-block sg0 .. sg0 + G - 1 [BLOCK_N, G]: its block's pointer, its index in the block, the mask."""
+    g = sg0 + tl.arange(0, G)
+    blk = g // NSUB
     row = w_ptr + rn.to(tl.int64)[:, None] * row_bytes + (blk * BLOCK_BYTES)[None, :]
     mask = (rn < n_rows)[:, None] & (blk < n_blocks)[None, :]
     return row, (g % NSUB)[None, :], mask
 
 
 @triton.jit
-def _tile_q4_0(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
+def _tile_q4_0(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G: tl.constexpr):
     # Block: f16 d, 16 bytes; element t of sub-block s is nibble s of byte t; value (q - 8) * d.
-    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 2, 2, 18)
+    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G, 2, 18)
     t = tl.arange(0, 16)[None, None, :]
     d = _f16(row, mask)
     q = (_u8(row[:, :, None] + 2 + t, mask[:, :, None]) >> (4 * s[:, :, None])) & 15
@@ -102,9 +102,9 @@ def _tile_q4_0(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
 
 
 @triton.jit
-def _tile_q8_0(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
+def _tile_q8_0(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G: tl.constexpr):
     # Block: f16 d, 32 int8; value q * d. Flipping the sign bit maps int8 q to q + 128.
-    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB, 1, 34)
+    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G, 1, 34)
     t = tl.arange(0, 32)[None, None, :]
     d = _f16(row, mask)
     q = _u8(row[:, :, None] + 2 + t, mask[:, :, None]) ^ 128
@@ -119,10 +119,10 @@ def _crumbs(row, s, t, mask, start):
 
 
 @triton.jit
-def _tile_q2_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
+def _tile_q2_k(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G: tl.constexpr):
     # Block: 16 scale bytes (low nibble scale, high nibble min), 64 bytes of 2-bit quants, f16 d, f16 dmin;
     # value d * scale * q - dmin * min.
-    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 16, 16, 84)
+    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G, 16, 84)
     t = tl.arange(0, 16)[None, None, :]
     sc = _u8(row + s, mask)
     dl = _f16(row + 80, mask) * (sc & 15).to(tl.float32)
@@ -131,10 +131,10 @@ def _tile_q2_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
 
 
 @triton.jit
-def _tile_q3_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
+def _tile_q3_k(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G: tl.constexpr):
     # Block: 32 bytes high-bit mask, 64 bytes of 2-bit quants, 12 bytes of 6-bit scales, f16 d;
     # value d * (scale - 32) * (q - 4) with q = low 2 bits | mask bit << 2.
-    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 16, 16, 110)
+    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G, 16, 110)
     t = tl.arange(0, 16)[None, None, :]
     low = (_u8(row + 96 + s % 8, mask) >> (4 * (s // 8))) & 15
     high = (_u8(row + 104 + s % 4, mask) >> (2 * (s // 4))) & 3
@@ -156,9 +156,9 @@ def _k_scale_min(row, s, mask):
 
 
 @triton.jit
-def _tile_q4_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
+def _tile_q4_k(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G: tl.constexpr):
     # Block: f16 d, f16 dmin, 12 bytes of scales/mins, 128 bytes of nibbles (32-byte runs, low then high).
-    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 8, 8, 144)
+    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G, 8, 144)
     t = tl.arange(0, 32)[None, None, :]
     dl, ml = _k_scale_min(row, s, mask)
     byte = (16 + 32 * (s // 2))[:, :, None] + t
@@ -167,9 +167,9 @@ def _tile_q4_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
 
 
 @triton.jit
-def _tile_q5_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
+def _tile_q5_k(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G: tl.constexpr):
     # Q4_K's layout with 32 bytes of fifth bits (bit s of byte t) before the nibbles.
-    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 8, 8, 176)
+    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G, 8, 176)
     t = tl.arange(0, 32)[None, None, :]
     dl, ml = _k_scale_min(row, s, mask)
     m3 = mask[:, :, None]
@@ -180,10 +180,10 @@ def _tile_q5_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
 
 
 @triton.jit
-def _tile_q6_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
+def _tile_q6_k(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G: tl.constexpr):
     # Block: 128 bytes low nibbles (64-byte runs), 64 bytes of 2-bit high parts, 16 int8 scales, f16 d;
     # value d * scale * (q - 32).
-    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB * 16, 16, 210)
+    row, s, mask = _blocks(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G, 16, 210)
     t = tl.arange(0, 16)[None, None, :]
     m3 = mask[:, :, None]
     dl = _f16(row + 208, mask) * (((_u8(row + 192 + s, mask)) ^ 128) - 128).to(tl.float32)
@@ -195,22 +195,22 @@ def _tile_q6_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB: tl.constexpr):
 
 
 @triton.jit
-def _tile(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, QTYPE: tl.constexpr, NB: tl.constexpr):
+def _tile(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, QTYPE: tl.constexpr, G: tl.constexpr):
     if QTYPE == "Q4_0":
-        q, a, b = _tile_q4_0(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB)
+        q, a, b = _tile_q4_0(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G)
     elif QTYPE == "Q8_0":
-        q, a, b = _tile_q8_0(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB)
+        q, a, b = _tile_q8_0(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G)
     elif QTYPE == "Q2_K":
-        q, a, b = _tile_q2_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB)
+        q, a, b = _tile_q2_k(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G)
     elif QTYPE == "Q3_K":
-        q, a, b = _tile_q3_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB)
+        q, a, b = _tile_q3_k(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G)
     elif QTYPE == "Q4_K":
-        q, a, b = _tile_q4_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB)
+        q, a, b = _tile_q4_k(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G)
     elif QTYPE == "Q5_K":
-        q, a, b = _tile_q5_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB)
+        q, a, b = _tile_q5_k(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G)
     else:
         tl.static_assert(QTYPE == "Q6_K")
-        q, a, b = _tile_q6_k(w_ptr, row_bytes, rn, n_rows, kb0, n_blocks, NB)
+        q, a, b = _tile_q6_k(w_ptr, row_bytes, rn, n_rows, sg0, n_blocks, G)
     return q, a, b
 
 
@@ -243,17 +243,15 @@ def _x_chunk(p, rk, mask, K, SILU_MUL: tl.constexpr):
 @triton.jit
 def _gemv_kernel(x_ptr, w_ptr, out_ptr, M, N, K, row_bytes, stride_x, stride_out,
                  QTYPE: tl.constexpr, BS: tl.constexpr, SUB: tl.constexpr, HAS_MIN: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NB: tl.constexpr, SILU_MUL: tl.constexpr):
-    G: tl.constexpr = NB * BS // SUB
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, G: tl.constexpr, SILU_MUL: tl.constexpr):
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rows = tl.arange(0, BLOCK_M)
-    n_blocks = K // BS
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for kb0 in range(0, n_blocks, NB):
-        q, a, b = _tile(w_ptr, row_bytes, rn, N, kb0, n_blocks, QTYPE, NB)
+    for sg0 in range(0, K // SUB, G):
+        q, a, b = _tile(w_ptr, row_bytes, rn, N, sg0, K // BS, QTYPE, G)
         if HAS_MIN:
             w = _values(q, a, b, HAS_MIN)
-        rk = kb0 * BS + tl.arange(0, G)[:, None] * SUB + tl.arange(0, SUB)[None, :]
+        rk = (sg0 + tl.arange(0, G))[:, None] * SUB + tl.arange(0, SUB)[None, :]
         for m in tl.static_range(BLOCK_M):
             # Padding rows (m >= M) re-read the last row; their sums are never stored.
             x = _x_chunk(x_ptr + tl.minimum(m, M - 1) * stride_x, rk, rk < K, K, SILU_MUL)
@@ -270,16 +268,15 @@ def _gemv_kernel(x_ptr, w_ptr, out_ptr, M, N, K, row_bytes, stride_x, stride_out
 @triton.jit
 def _gemm_kernel(x_ptr, w_ptr, out_ptr, M, N, K, row_bytes, stride_x, stride_out,
                  QTYPE: tl.constexpr, BS: tl.constexpr, SUB: tl.constexpr, HAS_MIN: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NB: tl.constexpr, PRECISION: tl.constexpr):
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, G: tl.constexpr, PRECISION: tl.constexpr):
     # Axis 0 walks M fastest, so programs sharing a weight tile run together and share it in L2.
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_blocks = K // BS
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for kb0 in range(0, n_blocks, NB):
-        q, a, b = _tile(w_ptr, row_bytes, rn, N, kb0, n_blocks, QTYPE, NB)
-        w = tl.reshape(_values(q, a, b, HAS_MIN), (BLOCK_N, NB * BS))
-        rk = kb0 * BS + tl.arange(0, NB * BS)
+    for sg0 in range(0, K // SUB, G):
+        q, a, b = _tile(w_ptr, row_bytes, rn, N, sg0, K // BS, QTYPE, G)
+        w = tl.reshape(_values(q, a, b, HAS_MIN), (BLOCK_N, G * SUB))
+        rk = sg0 * SUB + tl.arange(0, G * SUB)
         x_mask = (rm[:, None] < M) & (rk[None, :] < K)
         x = tl.load(x_ptr + rm.to(tl.int64)[:, None] * stride_x + rk[None, :], mask=x_mask, other=0.0)
         acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc, input_precision=PRECISION)
@@ -289,13 +286,12 @@ def _gemm_kernel(x_ptr, w_ptr, out_ptr, M, N, K, row_bytes, stride_x, stride_out
 
 @triton.jit
 def _dequant_kernel(w_ptr, out_ptr, R, C, row_bytes, QTYPE: tl.constexpr, BS: tl.constexpr, SUB: tl.constexpr,
-                    HAS_MIN: tl.constexpr, BLOCK_N: tl.constexpr, NB: tl.constexpr):
-    G: tl.constexpr = NB * BS // SUB
+                    HAS_MIN: tl.constexpr, BLOCK_N: tl.constexpr, G: tl.constexpr):
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    kb0 = tl.program_id(1) * NB
-    q, a, b = _tile(w_ptr, row_bytes, rn, R, kb0, C // BS, QTYPE, NB)
+    sg0 = tl.program_id(1) * G
+    q, a, b = _tile(w_ptr, row_bytes, rn, R, sg0, C // BS, QTYPE, G)
     v = _values(q, a, b, HAS_MIN)
-    rk = kb0 * BS + tl.arange(0, G)[:, None] * SUB + tl.arange(0, SUB)[None, :]
+    rk = (sg0 + tl.arange(0, G))[:, None] * SUB + tl.arange(0, SUB)[None, :]
     out = out_ptr + rn.to(tl.int64)[:, None, None] * C + rk[None, :, :]
     tl.store(out, v.to(out_ptr.dtype.element_ty), mask=(rn[:, None, None] < R) & (rk[None, :, :] < C))
 
@@ -309,19 +305,22 @@ def _pow2_floor(n: int) -> int:
 
 
 def gemv_config(qtype: str, m: int, n: int, k: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, blocks per K step, num_warps) of the GEMV for an [m, k] x [n, k]^T product."""
-    block = BLOCKS[qtype][0]
+    """(BLOCK_M, BLOCK_N, sub-blocks per K step, num_warps) of the GEMV for an [m, k] x [n, k]^T product."""
+    sub = SUB_BLOCK[qtype]
     block_m = triton.next_power_of_2(max(m, 1))
     block_n = max(1, min(8, _pow2_floor(n // _GEMV_MIN_PROGRAMS)))
-    block_k = min(triton.next_power_of_2(k), max(block, _GEMV_TILE_ELEMENTS // block_n), 2048)
-    return block_m, block_n, max(1, block_k // block), 4
+    block_k = min(triton.next_power_of_2(k), max(sub, _GEMV_TILE_ELEMENTS // block_n), 2048)
+    return block_m, block_n, block_k // sub, 4
 
 
-def gemm_config(qtype: str, m: int, n: int, k: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, blocks per K step, num_warps) of the fused GEMM."""
-    block = BLOCKS[qtype][0]
-    block_m = 16 if m <= 16 else 32 if m <= 32 else 64
-    return block_m, 64, max(1, 64 // block), 4 if block == 32 else 8
+def gemm_config(qtype: str, m: int, n: int, k: int, dtype: torch.dtype = torch.float16) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, sub-blocks per K step, num_warps) of the fused GEMM: 64 elements of K per step.
+
+    float32 x takes smaller tiles: its exact ("ieee") dot runs on FMA units and holds far more registers.
+    """
+    if dtype == torch.float32:
+        return (16 if m <= 16 else 32), 32, 64 // SUB_BLOCK[qtype], 4
+    return (16 if m <= 16 else 32 if m <= 32 else 64), 64, 64 // SUB_BLOCK[qtype], 4
 
 
 def qmatmul(
@@ -330,32 +329,34 @@ def qmatmul(
 ) -> torch.Tensor:
     """``out2 = x2 @ W.T`` (x2 [M, K] or, with ``silu_mul``, [M, 2K] = [gate | up]; raw [N, row_bytes]).
 
-    ``path``: "auto", or "gemv" / "gemm" / "cublas" to force one; ``config``: (BLOCK_M, BLOCK_N, blocks
+    ``path``: "auto", or "gemv" / "gemm" / "cublas" to force one; ``config``: (BLOCK_M, BLOCK_N, sub-blocks
     per K step, num_warps) instead of ``gemv_config``/``gemm_config`` (benchmark sweeps, tests).
     """
     m = x2.shape[0]
     n, k = shape
     if path == "auto":
-        path = "gemv" if m <= GEMV_MAX_ROWS else "gemm" if m <= FUSED_GEMM_MAX_ROWS else "cublas"
+        # float32 x: the exact fused dot runs on FMA units and spills registers; cuBLAS does it better.
+        fused = m <= FUSED_GEMM_MAX_ROWS and x2.dtype != torch.float32
+        path = "gemv" if m <= GEMV_MAX_ROWS else "gemm" if fused else "cublas"
     if silu_mul and path != "gemv":
         raise ValueError("silu_mul is fused into the GEMV path only")
     block = BLOCKS[qtype][0]
     if path == "gemv":
         if m > GEMV_MAX_ROWS:
             raise ValueError(f"the GEMV path takes at most {GEMV_MAX_ROWS} rows, got {m}")
-        block_m, block_n, nb, warps = config or gemv_config(qtype, m, n, k)
+        block_m, block_n, g, warps = config or gemv_config(qtype, m, n, k)
         _gemv_kernel[(triton.cdiv(n, block_n),)](
             x2, raw, out2, m, n, k, raw.stride(0), x2.stride(0), out2.stride(0),
             QTYPE=qtype, BS=block, SUB=SUB_BLOCK[qtype], HAS_MIN=qtype in HAS_MIN, BLOCK_M=block_m,
-            BLOCK_N=block_n, NB=nb, SILU_MUL=silu_mul, num_warps=warps,
+            BLOCK_N=block_n, G=g, SILU_MUL=silu_mul, num_warps=warps,
         )
     elif path == "gemm":
-        block_m, block_n, nb, warps = config or gemm_config(qtype, m, n, k)
+        block_m, block_n, g, warps = config or gemm_config(qtype, m, n, k, x2.dtype)
         precision = "ieee" if x2.dtype == torch.float32 else None
         _gemm_kernel[(triton.cdiv(m, block_m), triton.cdiv(n, block_n))](
             x2, raw, out2, m, n, k, raw.stride(0), x2.stride(0), out2.stride(0),
             QTYPE=qtype, BS=block, SUB=SUB_BLOCK[qtype], HAS_MIN=qtype in HAS_MIN, BLOCK_M=block_m,
-            BLOCK_N=block_n, NB=nb, PRECISION=precision, num_warps=warps,
+            BLOCK_N=block_n, G=g, PRECISION=precision, num_warps=warps,
         )
     elif path == "cublas":
         _cublas(x2, raw, qtype, shape, out2)
@@ -388,18 +389,17 @@ def _cublas(x2: torch.Tensor, raw: torch.Tensor, qtype: str, shape: tuple[int, i
 
 
 def dequant_config(qtype: str, rows: int, cols: int) -> tuple[int, int, int]:
-    """(BLOCK_N, blocks per program along a row, num_warps): up to 4 x 1024 elements per program."""
-    block = BLOCKS[qtype][0]
-    nb = _pow2_floor(min(cols // block, max(1, _DEQUANT_ROW_ELEMENTS // block)))
-    return min(triton.next_power_of_2(rows), 4), nb, 4
+    """(BLOCK_N, sub-blocks per program along a row, num_warps): up to 4 x 1024 elements per program."""
+    sub = SUB_BLOCK[qtype]
+    g = _pow2_floor(min(cols // sub, max(1, _DEQUANT_ROW_ELEMENTS // sub)))
+    return min(triton.next_power_of_2(rows), 4), g, 4
 
 
 def dequantize(raw2: torch.Tensor, qtype: str, out2: torch.Tensor) -> torch.Tensor:
     """out2 [R, C] = values of raw2 [R, C / block * block_bytes] (GGUF rows of ``qtype``)."""
     rows, cols = out2.shape
-    block = BLOCKS[qtype][0]
-    block_n, nb, warps = dequant_config(qtype, rows, cols)
-    grid = (triton.cdiv(rows, block_n), triton.cdiv(cols // block, nb))
-    _dequant_kernel[grid](raw2, out2, rows, cols, raw2.stride(0), QTYPE=qtype, BS=block, SUB=SUB_BLOCK[qtype],
-                          HAS_MIN=qtype in HAS_MIN, BLOCK_N=block_n, NB=nb, num_warps=warps)
+    block_n, g, warps = dequant_config(qtype, rows, cols)
+    grid = (triton.cdiv(rows, block_n), triton.cdiv(cols // SUB_BLOCK[qtype], g))
+    _dequant_kernel[grid](raw2, out2, rows, cols, raw2.stride(0), QTYPE=qtype, BS=BLOCKS[qtype][0],
+                          SUB=SUB_BLOCK[qtype], HAS_MIN=qtype in HAS_MIN, BLOCK_N=block_n, G=g, num_warps=warps)
     return out2
