@@ -248,21 +248,48 @@ def _gemv_kernel(x_ptr, w_ptr, out_ptr, M, N, K, row_bytes, stride_x, stride_out
     rows = tl.arange(0, BLOCK_M)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for sg0 in range(0, K // SUB, G):
-        q, a, b = _tile(w_ptr, row_bytes, rn, N, sg0, K // BS, QTYPE, G)
-        if HAS_MIN:
-            w = _values(q, a, b, HAS_MIN)
-        rk = (sg0 + tl.arange(0, G))[:, None] * SUB + tl.arange(0, SUB)[None, :]
-        for m in tl.static_range(BLOCK_M):
-            # Padding rows (m >= M) re-read the last row; their sums are never stored.
-            x = _x_chunk(x_ptr + tl.minimum(m, M - 1) * stride_x, rk, rk < K, K, SILU_MUL)
+        if QTYPE == "Q4_0":
+            acc = _gemv_q4_0_step(x_ptr, w_ptr, acc, rows, rn, M, N, K, row_bytes, stride_x, sg0 // 2,
+                                  BLOCK_M, G // 2, SILU_MUL)
+        else:
+            q, a, b = _tile(w_ptr, row_bytes, rn, N, sg0, K // BS, QTYPE, G)
             if HAS_MIN:
-                part = tl.sum(tl.sum(w * x[None, :, :], axis=2), axis=1)
-            else:
-                # Scale once per sub-block: one multiply-add per weight instead of two.
-                part = tl.sum(tl.sum(q * x[None, :, :], axis=2) * a, axis=1)
-            acc = tl.where(rows[:, None] == m, acc + part[None, :], acc)
+                w = _values(q, a, b, HAS_MIN)
+            rk = (sg0 + tl.arange(0, G))[:, None] * SUB + tl.arange(0, SUB)[None, :]
+            for m in tl.static_range(BLOCK_M):
+                # Padding rows (m >= M) re-read the last row; their sums are never stored.
+                x = _x_chunk(x_ptr + tl.minimum(m, M - 1) * stride_x, rk, rk < K, K, SILU_MUL)
+                if HAS_MIN:
+                    part = tl.sum(tl.sum(w * x[None, :, :], axis=2), axis=1)
+                else:
+                    # Scale once per sub-block: one multiply-add per weight instead of two.
+                    part = tl.sum(tl.sum(q * x[None, :, :], axis=2) * a, axis=1)
+                acc = tl.where(rows[:, None] == m, acc + part[None, :], acc)
     out = out_ptr + rows[:, None] * stride_out + rn[None, :]
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(rows[:, None] < M) & (rn[None, :] < N))
+
+
+@triton.jit
+def _gemv_q4_0_step(x_ptr, w_ptr, acc, rows, rn, M, N, K, row_bytes, stride_x, kb0, BLOCK_M: tl.constexpr,
+                    NB: tl.constexpr, SILU_MUL: tl.constexpr):
+    """One K step of the Q4_0 GEMV over blocks kb0 .. kb0 + NB - 1: each quant byte is loaded once and
+    gives both of its nibbles (elements t and t + 16 of its block), where the generic tile loads it twice."""
+    blk = kb0 + tl.arange(0, NB)
+    row = w_ptr + rn.to(tl.int64)[:, None] * row_bytes + (blk * 18)[None, :]
+    mask = (rn < N)[:, None] & (blk < K // 32)[None, :]
+    d = _f16(row, mask)
+    t = tl.arange(0, 16)
+    byte = _u8(row[:, :, None] + 2 + t[None, None, :], mask[:, :, None])
+    lo = _exact(byte & 15, 8)
+    hi = _exact(byte >> 4, 8)
+    rk = blk[:, None] * 32 + t[None, :]
+    for m in tl.static_range(BLOCK_M):
+        p = x_ptr + tl.minimum(m, M - 1) * stride_x
+        x_lo = _x_chunk(p, rk, rk < K, K, SILU_MUL)
+        x_hi = _x_chunk(p, rk + 16, rk < K, K, SILU_MUL)
+        part = tl.sum(tl.sum(lo * x_lo[None, :, :] + hi * x_hi[None, :, :], axis=2) * d, axis=1)
+        acc = tl.where(rows[:, None] == m, acc + part[None, :], acc)
+    return acc
 
 
 @triton.jit
