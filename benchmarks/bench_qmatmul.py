@@ -126,10 +126,14 @@ def bench_matmul(qtype: str, n: int, k: int, args) -> list[dict]:
                     cfg = (1, block_n, block_k // sub, warps)
                     fn = lambda c=cfg: tg.qmatmul(x, w.raw, qtype, w.shape, out, path="gemv", config=c)  # noqa: E731
                     graphed, _ = time_us(fn, max(5, args.iters // 4), args.graph_calls)
-                    row = {"type": qtype, "shape": f"{n}x{k}", "rows": 1, "impl": "sweep", "config": cfg,
+                    # "config" is what triton_gguf.GEMV_CONFIGS[(type, n, k)] takes.
+                    row = {"type": qtype, "shape": f"{n}x{k}", "rows": 1, "impl": "sweep",
+                           "config": (block_n, block_k, warps),
                            "us": round(graphed, 2), "weight_GBps": round(w.nbytes / graphed / 1e3, 1)}
                     rows_out.append(row)
                     print(json.dumps(row), flush=True)
+        best = min((r for r in rows_out if r["impl"] == "sweep"), key=lambda r: r["us"])
+        print(f"best GEMV config: GEMV_CONFIGS[({qtype!r}, {n}, {k})] = {tuple(best['config'])}  # {best['us']} us")
     return rows_out
 
 

@@ -39,6 +39,8 @@ BLOCKS: dict[str, tuple[int, int]] = {
 SUB_BLOCK = {"Q4_0": 16, "Q8_0": 32, "Q2_K": 16, "Q3_K": 16, "Q4_K": 32, "Q5_K": 32, "Q6_K": 16}
 # Types whose values are scale * q - min, so a sub-block's sum cannot be scaled once.
 HAS_MIN = frozenset({"Q2_K", "Q4_K", "Q5_K"})
+# (type, out_features, in_features) -> (BLOCK_N, K elements per step, num_warps) measured best for the GEMV.
+GEMV_CONFIGS: dict[tuple[str, int, int], tuple[int, int, int]] = {}
 # Dequantized elements one program holds per K step of the GEMV (about 32 float32 registers a thread).
 _GEMV_TILE_ELEMENTS = 4096
 # Enough programs to fill an H100/H200 (132 SMs) several times over.
@@ -332,9 +334,16 @@ def _pow2_floor(n: int) -> int:
 
 
 def gemv_config(qtype: str, m: int, n: int, k: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, sub-blocks per K step, num_warps) of the GEMV for an [m, k] x [n, k]^T product."""
+    """(BLOCK_M, BLOCK_N, sub-blocks per K step, num_warps) of the GEMV for an [m, k] x [n, k]^T product.
+
+    ``GEMV_CONFIGS[(qtype, n, k)]`` = (BLOCK_N, K elements per step, num_warps), e.g. the best of a
+    ``bench_qmatmul.py --sweep`` run, overrides the shape heuristic.
+    """
     sub = SUB_BLOCK[qtype]
     block_m = triton.next_power_of_2(max(m, 1))
+    tuned = GEMV_CONFIGS.get((qtype, n, k))
+    if tuned is not None:
+        return block_m, tuned[0], max(1, tuned[1] // sub), tuned[2]
     block_n = max(1, min(8, _pow2_floor(n // _GEMV_MIN_PROGRAMS)))
     block_k = min(triton.next_power_of_2(k), max(sub, _GEMV_TILE_ELEMENTS // block_n), 2048)
     return block_m, block_n, block_k // sub, 4
