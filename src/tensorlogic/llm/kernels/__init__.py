@@ -5,9 +5,10 @@ types as their raw block bytes, one row of blocks per output feature). ``qmatmul
 ``x @ W.T`` with float32 accumulation, and never materializes the whole matrix in float16:
 
 - CUDA, Triton installed, a type of ``FUSED_TYPES``: Triton kernels (``triton_gguf``) that dequantize
-  inside the matmul; few rows of ``x`` (decode) take a GEMV kernel, many rows (prefill) dequantize
-  into a reused scratch buffer for cuBLAS. No host sync and no allocation that depends on data, so
-  decode steps can be captured in a CUDA graph.
+  inside the matmul; up to 8 rows of ``x`` (decode) take a GEMV kernel, up to 64 a fused GEMM, more
+  rows (prefill) dequantize into a reused scratch buffer for cuBLAS. No host sync and no allocation
+  that depends on data, so decode steps can be captured in a CUDA graph (after one call has compiled
+  the kernels; set ``TL_NO_TRITON=1`` to use the generic path instead).
 - F16/BF16/F32 weights: torch matmul.
 - CPU, or any other type: dequantize a chunk of rows at a time and multiply.
 

@@ -7,11 +7,18 @@ once per sub-block and broadcast, and the quant bytes of a sub-block are consecu
 (16-byte aligned runs for Q4_K/Q5_K, whose loads vectorize). Reshaped to [BLOCK_N, G * SUB] it is in
 natural element order, so x, the output and cuBLAS need no permutation.
 
+Quants become floats by or-ing them into the mantissa of 2**23 (``_exact``): int-to-float
+conversions run at a quarter rate and would cap the GEMV below HBM speed. Types without mins
+(Q4_0, Q8_0, Q3_K, Q6_K) scale a sub-block's dot product once instead of every weight.
+
 - ``qmatmul`` with at most ``GEMV_MAX_ROWS`` rows of x (decode): ``_gemv_kernel``, one program per
   BLOCK_N output features walking all of K; each weight tile is read once and applied to every x row
-  (the rows of x stay in L1/L2). Block sizes are chosen from the shape alone (``gemv_config``), so a
-  call never autotunes or syncs and can be captured in a CUDA graph (after a first, compiling call).
-- up to ``FUSED_GEMM_MAX_ROWS`` rows: ``_gemm_kernel``, a tl.dot GEMM that dequantizes in its K loop.
+  (the rows of x stay in L1/L2). Block sizes come from the shape alone (``gemv_config``, or measured
+  ``GEMV_CONFIGS``), so a call never autotunes or syncs and can be captured in a CUDA graph (after a
+  first, compiling call). No split-K: at TinyLlama's shapes BLOCK_N of 1-8 rows already gives
+  1000+ programs; a 256-row matrix alone gets 256 (fuse k/v into QKV).
+- up to ``FUSED_GEMM_MAX_ROWS`` rows of float16/bfloat16 x: ``_gemm_kernel``, a tl.dot GEMM that
+  dequantizes 64 elements of K per step.
 - more rows (prefill): ``_dequant_kernel`` into a reused scratch buffer, then cuBLAS. Each weight is
   expanded once per call (2 bytes written and read per element, a few microseconds at HBM speed),
   after which cuBLAS runs at tensor-core speed with TMA pipelining; a fused Triton GEMM has to move
