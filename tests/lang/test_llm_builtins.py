@@ -375,3 +375,14 @@ def test_corpus_run_only_mode(tmp_path):
     assert "| `ex/mac.tl` | ABSPATH |" in text
     run_ = oc.run_program(fake_tl, orig / "ex" / "good.tl", 30, home=tmp_path)
     assert run_.stdout.strip() == str(tmp_path)
+
+
+def test_llm_home_vocabulary_spells_the_programs_words_as_one_token(tmp_path):
+    kv = spm_vocab_kv(N_VOCAB)
+    words = llm_home.with_words(kv)
+    assert len(words["tokenizer.ggml.tokens"]) == len(kv["tokenizer.ggml.tokens"])
+    assert {t for t in kv["tokenizer.ggml.tokens"] if len(t) == 1} <= set(words["tokenizer.ggml.tokens"])
+    hf = hf_tokenizer(write_tokenizer_json(tmp_path / "tokenizer.json", words))
+    for word in llm_home.SINGLE_TOKEN_WORDS:
+        assert hf.encode(word, add_special_tokens=False).tokens == ["\u2581" + word]
+    assert hf.decode(hf.encode("Hello world, test", add_special_tokens=False).ids) == "Hello world, test"
