@@ -73,7 +73,7 @@ def cases() -> dict[str, Callable[[], float]]:
     for q in ("Q4_0", "Q6_K"):
         found[f"dequant-{q}-float16"] = functools.partial(dequant_case, q, f16)
         found[f"cublas-{q}-m20-float32"] = functools.partial(matmul_case, q, "cublas", 20, f32)
-    for q in ("Q4_0", "Q4_K"):
+    for q in ("Q4_0", "Q4_K", "Q6_K"):
         found[f"silu-{q}-m2-float32"] = functools.partial(matmul_case, q, "gemv", 2, f32, True)
     found["gemm-Q4_K-m20-float32"] = functools.partial(matmul_case, "Q4_K", "gemm", 20, f32)
     found["gemv-Q5_K-m8-float32"] = functools.partial(matmul_case, "Q5_K", "gemv", 8, f32)

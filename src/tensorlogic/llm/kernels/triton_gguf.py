@@ -260,6 +260,9 @@ def _gemv_kernel(x_ptr, w_ptr, out_ptr, M, N, K, row_bytes, stride_x, stride_out
         if QTYPE == "Q4_0":
             acc = _gemv_q4_0_step(x_ptr, w_ptr, acc, rows, rn, M, N, K, row_bytes, stride_x, sg0 // 2,
                                   BLOCK_M, G // 2, SILU_MUL)
+        elif QTYPE == "Q6_K":
+            acc = _gemv_q6_k_step(x_ptr, w_ptr, acc, rows, rn, M, N, K, row_bytes, stride_x, sg0 // 4,
+                                  BLOCK_M, G // 4, SILU_MUL)
         else:
             q, a, b = _tile(w_ptr, row_bytes, rn, N, sg0, K // BS, QTYPE, G)
             if HAS_MIN:
@@ -298,6 +301,49 @@ def _gemv_q4_0_step(x_ptr, w_ptr, acc, rows, rn, M, N, K, row_bytes, stride_x, k
         x_hi = _x_chunk(p, rk + 16, rk < K, K, SILU_MUL)
         part = tl.sum(tl.sum(lo * x_lo[None, :, :] + hi * x_hi[None, :, :], axis=2) * d, axis=1)
         acc = tl.where(rows[:, None] == m, acc + part[None, :], acc)
+    return acc
+
+
+@triton.jit
+def _gemv_q6_k_step(x_ptr, w_ptr, acc, rows, rn, M, N, K, row_bytes, stride_x, u0, BLOCK_M: tl.constexpr,
+                    U: tl.constexpr, SILU_MUL: tl.constexpr):
+    """One K step of the Q6_K GEMV over units u0 .. u0 + U - 1 (four per block).
+
+    Unit (half r, h) of a block covers elements 128r + 32j + 16h + t (j < 4, t < 16). Their low nibbles
+    are the two nibbles of ql[64r + 16h + t] and ql[64r + 32 + 16h + t], their high 2 bits the four
+    crumbs of qh[32r + 16h + t]: three byte loads per four weights, where the generic tile needs eight.
+    """
+    u = u0 + tl.arange(0, U)
+    blk = u // 4
+    r = (u // 2) % 2
+    h = u % 2
+    row = w_ptr + rn.to(tl.int64)[:, None] * row_bytes + (blk * 210)[None, :]
+    mask = (rn < N)[:, None] & (blk < K // 256)[None, :]
+    m3 = mask[:, :, None]
+    t = tl.arange(0, 16)[None, None, :]
+    low = (64 * r + 16 * h)[None, :, None] + t
+    ql_a = _u8(row[:, :, None] + low, m3)
+    ql_b = _u8(row[:, :, None] + low + 32, m3)
+    qh = _u8(row[:, :, None] + (128 + 32 * r + 16 * h)[None, :, None] + t, m3)
+    q0 = _exact((ql_a & 15) | ((qh & 3) << 4), 32)
+    q1 = _exact((ql_b & 15) | (((qh >> 2) & 3) << 4), 32)
+    q2 = _exact((ql_a >> 4) | (((qh >> 4) & 3) << 4), 32)
+    q3 = _exact((ql_b >> 4) | ((qh >> 6) << 4), 32)
+    d = _f16(row + 208, mask)
+    sc = row + 192 + (8 * r + h)[None, :]
+    a0 = d * ((_u8(sc, mask) ^ 128) - 128).to(tl.float32)
+    a1 = d * ((_u8(sc + 2, mask) ^ 128) - 128).to(tl.float32)
+    a2 = d * ((_u8(sc + 4, mask) ^ 128) - 128).to(tl.float32)
+    a3 = d * ((_u8(sc + 6, mask) ^ 128) - 128).to(tl.float32)
+    rk = (blk * 256 + 128 * r + 16 * h)[:, None] + tl.arange(0, 16)[None, :]
+    for m in tl.static_range(BLOCK_M):
+        p = x_ptr + tl.minimum(m, M - 1) * stride_x
+        ok = rk < K
+        part = tl.sum(q0 * _x_chunk(p, rk, ok, K, SILU_MUL)[None, :, :], axis=2) * a0
+        part += tl.sum(q1 * _x_chunk(p, rk + 32, ok, K, SILU_MUL)[None, :, :], axis=2) * a1
+        part += tl.sum(q2 * _x_chunk(p, rk + 64, ok, K, SILU_MUL)[None, :, :], axis=2) * a2
+        part += tl.sum(q3 * _x_chunk(p, rk + 96, ok, K, SILU_MUL)[None, :, :], axis=2) * a3
+        acc = tl.where(rows[:, None] == m, acc + tl.sum(part, axis=1)[None, :], acc)
     return acc
 
 
