@@ -86,7 +86,7 @@ bench() {  # bench NAME MAX_S ARGS...  -> $WORK/NAME.json
     step "$name" "$max" $PY benchmarks/bench_llm.py --device "$DEVICE" --json "$WORK/$name.json" "$@"
 }
 
-# (3) while it builds: our models, the CUDA tests, the kernel benchmark, ours and transformers eager.
+# (3) while it builds: our models, ours and transformers eager, the CUDA tests, the kernel benchmark.
 if [ "$MODE" = smoke ]; then
     step make_models 120 $PY benchmarks/make_tinyllama_gguf.py --out-dir $MODELS --layers 2 --types F16,Q4_0 \
         --prefix tiny2 --jobs 4
@@ -95,21 +95,21 @@ if [ "$MODE" = smoke ]; then
         bench "ours_tiny2_$t" 90 --model $MODELS/tiny2-$t.gguf --ours --reps 3
     done
 else
-    step make_models 150 $PY benchmarks/make_tinyllama_gguf.py --out-dir $MODELS --layers "$LAYERS" --types F16,Q8_0,Q4_0 \
-        --jobs 2
-    step pytest_cuda 150 $PY -m pytest -m cuda tests/llm -q -p no:cacheprovider --junitxml="$OUT/pytest_cuda.xml"
-    if [ -f benchmarks/bench_qmatmul.py ]; then
-        step qmatmul 60 $PY benchmarks/bench_qmatmul.py --json "$OUT/qmatmul.json"
-    else
-        echo "== qmatmul: benchmarks/bench_qmatmul.py absent, skipped"
-    fi
+    step make_models 150 $PY benchmarks/make_tinyllama_gguf.py --out-dir $MODELS --layers "$LAYERS" \
+        --types F16,Q8_0,Q4_0 --jobs 2
     for t in F16 Q8_0 Q4_0; do
         bench "ours_$t" 75 --model $MODELS/tinyllama-$t.gguf --ours
     done
     bench transformers_eager_F16 120 --model $MODELS/tinyllama-F16.gguf --transformers eager
+    step pytest_cuda 150 $PY -m pytest -m cuda tests/llm -q -p no:cacheprovider --junitxml="$OUT/pytest_cuda.xml"
+    if [ -f benchmarks/bench_qmatmul.py ]; then
+        step qmatmul 90 $PY benchmarks/bench_qmatmul.py --json "$OUT/qmatmul.json"
+    else
+        echo "== qmatmul: benchmarks/bench_qmatmul.py absent, skipped"
+    fi
 
     # (4) llama.cpp: wait for the build (leaving time for what follows), K-quants, llama-bench on every file.
-    BUILD_DEADLINE=$((DEADLINE - 200))
+    BUILD_DEADLINE=$((DEADLINE - 150))
     while build_running && (($(date +%s) < BUILD_DEADLINE)); do sleep 2; done
     if build_running; then
         echo "== llama.cpp build still running at its deadline: killed"
