@@ -386,3 +386,44 @@ def test_llm_home_vocabulary_spells_the_programs_words_as_one_token(tmp_path):
     for word in llm_home.SINGLE_TOKEN_WORDS:
         assert hf.encode(word, add_special_tokens=False).tokens == ["\u2581" + word]
     assert hf.decode(hf.encode("Hello world, test", add_special_tokens=False).ids) == "Hello world, test"
+
+
+def test_cndl_gguf_functions_match_gguf_py_and_safetensors(files, tmp_path):
+    import gguf
+    from safetensors.numpy import load_file
+
+    ref = reference_weights(files["q4_0"])
+    ref16 = reference_weights(files["f16"])
+    interp, out = run(
+        f"""
+        let q = cndl_load_gguf_tensor(q_path, "blk.0.attn_v.weight")
+        let h = cndl_load_gguf_tensor(h_path, "blk.0.attn_v.weight")
+        cndl_list_gguf_tensors(q_path)
+        let m = load_model(h_path)
+        cndl_save_model_safetensor(m, "{tmp_path / 'm.safetensors'}")
+        let back = cndl_load_model_safetensor("{tmp_path / 'm.safetensors'}")
+        let w = back.blk[1].ffn_up.weight
+        """,
+        files["dir"],
+        q_path=str(files["q4_0"]),
+        h_path=str(files["f16"]),
+    )
+    v = interp.globals.vars
+    assert v["q"].dtype == torch.float32 and v["h"].dtype == torch.float16
+    np.testing.assert_array_equal(v["q"].numpy(), ref["blk.0.attn_v.weight"].astype(np.float32))
+    np.testing.assert_array_equal(v["h"].numpy(), ref16["blk.0.attn_v.weight"].astype(np.float16))
+    reader = gguf.GGUFReader(str(files["q4_0"]))
+    listed = [f"  - {t.name} : {t.tensor_type.name} [{', '.join(str(int(d)) for d in t.shape)}]"
+              for t in reader.tensors]
+    lines = out.splitlines()
+    start = lines.index(f"Tensors in {files['q4_0']}:")
+    assert lines[start + 1 : start + 4] == ["  GGUF version: 3", f"  Total: {len(listed)} tensors", ""]
+    assert lines[start + 4 : start + 4 + len(listed)] == listed
+    assert f"✓ Saved model to {tmp_path / 'm.safetensors'} ({len(ref16)} tensors)" in lines
+    saved = load_file(str(tmp_path / "m.safetensors"))
+    assert set(saved) == set(ref16)
+    for name, arr in saved.items():
+        assert arr.dtype == np.float16
+        np.testing.assert_array_equal(arr, ref16[name].astype(np.float16))
+    assert v["w"].dtype == torch.float16
+    np.testing.assert_array_equal(v["w"].numpy(), ref16["blk.1.ffn_up.weight"].astype(np.float16))

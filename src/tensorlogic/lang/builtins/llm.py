@@ -91,6 +91,87 @@ def load_weight_cache_gguf_f32(ctx: Context, path: Any, cache_capacity: Any) -> 
     return _weight_cache(ctx, path, cache_capacity, torch.float32, True, "load_weight_cache_gguf_f32")
 
 
+# ---------------------------------------------------------------------------------------------- cndl_* on models
+
+
+def _gguf(ctx: Context, path: Any, what: str) -> CachedModel:
+    model = open_cached(ctx, _path_text(path, what), torch.float32, 1, what=what)
+    if model.file.format != "GGUF":
+        raise BuiltinError(f"{ctx.path(path)}: {what} needs a GGUF file, this is {model.file.format}")
+    return model
+
+
+def _shape(dims: Any) -> str:
+    return "[" + ", ".join(str(int(d)) for d in dims) + "]"
+
+
+@builtin(ctx=True)
+def cndl_load_gguf_tensor(ctx: Context, path: Any, tensor_name: Any) -> torch.Tensor:
+    """cndl_load_gguf_tensor(path, name): one tensor of a GGUF file, dequantized; F16 stays float16, the rest
+    become float32 (as Candle's dequantize gives)."""
+    model = _gguf(ctx, path, "cndl_load_gguf_tensor")
+    if not isinstance(tensor_name, str):
+        raise BuiltinError(f"cndl_load_gguf_tensor tensor_name must be a string, got {type_name(tensor_name)}")
+    infos = {i.name: i for i in model.tensor_infos()}
+    if tensor_name not in infos:
+        import difflib
+
+        close = difflib.get_close_matches(tensor_name, sorted(infos), n=1, cutoff=0.0)
+        hint = f"; the closest tensor is '{close[0]}'" if close else ""
+        raise BuiltinError(f"no tensor named '{tensor_name}' in {model.path.name}{hint}")
+    dtype = torch.float16 if infos[tensor_name].dtype == "F16" else torch.float32
+    t = model.get_tensor(tensor_name, dtype=dtype, device=ctx.torch_device())
+    bits = "f16" if dtype == torch.float16 else "f32"
+    _print(ctx, f"Loaded tensor '{tensor_name}' from {path} ({bits}, shape: {_shape(t.shape)})")
+    return t
+
+
+@builtin(ctx=True)
+def cndl_list_gguf_tensors(ctx: Context, path: Any) -> None:
+    """cndl_list_gguf_tensors(path): prints the GGUF version and each tensor's name, type and dimensions
+    (GGUF order, innermost first, as the original prints them)."""
+    model = _gguf(ctx, path, "cndl_list_gguf_tensors")
+    infos = model.tensor_infos()
+    lines = [f"Tensors in {path}:", f"  GGUF version: {model.metadata.extra.get('gguf_version', '?')}",
+             f"  Total: {len(infos)} tensors", ""]
+    lines += [f"  - {i.name} : {i.dtype} {_shape(reversed(i.shape))}" for i in infos]
+    _print(ctx, *lines)
+
+
+@builtin(ctx=True)
+def cndl_save_model_safetensor(ctx: Context, model: Any, path: Any) -> None:
+    """cndl_save_model_safetensor(model, path): every tensor of the model, in its dtype, to one SafeTensors file."""
+    from ...errors import TensorLogicError
+    from ...formats.safetensors import save_safetensors
+
+    if not isinstance(model, CachedModel):
+        raise BuiltinError(f"cndl_save_model_safetensor takes a model from load_model first, got {type_name(model)}")
+    names = model.tensor_names()
+    _print(ctx, f"Saving model with {len(names)} tensors ({'f16' if model.dtype == torch.float16 else 'f32'})...")
+    # One tensor at a time through the model (not its cache), so a large model is never held twice.
+    tensors = {n: model.file.read_torch(n, dtype=model.dtype).to(model.dtype).contiguous() for n in names}
+    try:
+        save_safetensors(tensors, ctx.path(_path_text(path, "cndl_save_model_safetensor")))
+    except (OSError, TensorLogicError) as e:
+        raise BuiltinError(f"cndl_save_model_safetensor: cannot write {path}: {first_line(e)}") from None
+    _print(ctx, f"✓ Saved model to {path} ({len(tensors)} tensors)")
+
+
+@builtin(ctx=True)
+def cndl_load_model_safetensor(ctx: Context, path: Any) -> CachedModel:
+    """cndl_load_model_safetensor(path): a SafeTensors file as a model whose dtype is its first tensor's
+    (float16 or float32), read lazily."""
+    model = open_cached(ctx, _path_text(path, "cndl_load_model_safetensor"), torch.float16,
+                        what="cndl_load_model_safetensor")
+    infos = model.tensor_infos()
+    if not infos:
+        raise BuiltinError(f"{ctx.path(path)}: the model file contains no tensors")
+    model.dtype = torch.float32 if infos[0].dtype.upper() in ("F32", "FLOAT32") else torch.float16
+    _print(ctx, f"Loading model from {path} ({len(infos)} tensors)...",
+           f"✓ Loaded model ({'f16' if model.dtype == torch.float16 else 'f32'}, {len(infos)} tensors)")
+    return model
+
+
 # ---------------------------------------------------------------------------------------------- tokenizers
 
 
