@@ -53,14 +53,16 @@ def _tokenizer_kv(arch: str) -> dict[str, Any]:
 def write_llm_gguf(path: str | Path, arch: str = "llama", qtype: str = "F16", shape: Shape = Shape(), *,
                    seed: int = 0, tokenizer_kv: dict[str, Any] | None = None, tied: bool = False,
                    extra_kv: dict[str, Any] | None = None, drop: tuple[str, ...] = (),
-                   reshape: dict[str, tuple[int, int]] | None = None) -> Path:
+                   reshape: dict[str, tuple[int, int]] | None = None, mixed: dict[str, str] | None = None) -> Path:
     """Write a random ``arch`` model whose 2-D weights are stored as ``qtype``; return the path.
 
+    ``mixed`` maps tensor-name endings (``"attn_v.weight"``) to another type, as llama.cpp's _M/_S mixes do;
     ``drop`` leaves tensors out and ``reshape`` gives some a wrong shape (bad-input tests).
     """
     import gguf
 
     rng = np.random.default_rng(seed)
+    base_type = qtype
     kv = dict(tokenizer_kv if tokenizer_kv is not None else _tokenizer_kv(arch))
     n_vocab = len(kv.get("tokenizer.ggml.tokens", [])) or 32000
     s = shape
@@ -88,6 +90,7 @@ def write_llm_gguf(path: str | Path, arch: str = "llama", qtype: str = "F16", sh
             return
         if reshape and name in reshape:
             rows, cols = reshape[name]
+        qtype = next((t for end, t in (mixed or {}).items() if name.endswith(end)), base_type)
         if qtype in _K_SCALES:
             writer.add_tensor(name, _random_kquant(rows, cols, qtype, rng),
                               raw_dtype=gguf.GGMLQuantizationType[qtype])

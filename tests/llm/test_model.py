@@ -33,14 +33,19 @@ CASES = [
     ("qwen2", "Q5_K"),
     ("phi3", "F16"),
     ("phi3", "Q8_0"),
+    ("llama", "Q4_K_M"),
 ]
+
+# Q4_K_M as llama.cpp mixes it (attn_v and ffn_down in Q6_K), plus ffn_up in Q5_K so gate and up differ too.
+_MIXES = {"Q4_K_M": ("Q4_K", {"attn_v.weight": "Q6_K", "ffn_down.weight": "Q6_K", "ffn_up.weight": "Q5_K"})}
 
 
 @functools.cache
 def _model_file(tmp_root: str, arch: str, qtype: str) -> Path:
     folder = Path(tmp_root) / f"{arch}-{qtype}"
     folder.mkdir(parents=True, exist_ok=True)
-    return write_llm_gguf(folder / "model.gguf", arch, qtype)
+    base, mixed = _MIXES.get(qtype, (qtype, None))
+    return write_llm_gguf(folder / "model.gguf", arch, base, mixed=mixed)
 
 
 @functools.cache

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..errors import FormatError, InputError
 from ..formats.gguf import GGUFFile
+from . import ops
 from .config import LLMConfig
 from .kernels import QWeight, qembedding, qmatmul, qmatmul_silu_mul
 
@@ -23,14 +24,35 @@ from .kernels import QWeight, qembedding, qmatmul, qmatmul_silu_mul
 _MIN_BUCKET = 256
 
 
+# Weights whose outputs are used side by side (q, k, v; gate, up): one stacked matrix when they share a type,
+# else the separate matrices (Q4_K_M files store attn_v and some ffn weights in Q6_K, the rest in Q4_K).
+Stacked = QWeight | tuple[QWeight, ...]
+
+
+def _stack(ws: list[QWeight]) -> Stacked:
+    if all(w.qtype == ws[0].qtype for w in ws):
+        return QWeight.cat(ws)
+    return tuple(ws)
+
+
+def _matmul(x: torch.Tensor, w: Stacked) -> torch.Tensor:
+    if isinstance(w, QWeight):
+        return qmatmul(x, w)
+    return torch.cat([qmatmul(x, part) for part in w], dim=-1)
+
+
+def _nbytes(w: Stacked) -> int:
+    return w.nbytes if isinstance(w, QWeight) else sum(part.nbytes for part in w)
+
+
 @dataclass
 class _Layer:
     attn_norm: torch.Tensor
     ffn_norm: torch.Tensor
-    wqkv: QWeight  # q, k and v rows stacked: one matmul
+    wqkv: Stacked  # q, k and v rows
     bqkv: torch.Tensor | None
     wo: QWeight
-    w_gate_up: QWeight  # gate rows then up rows
+    w_gate_up: Stacked  # gate rows then up rows
     w_down: QWeight
 
 
@@ -77,14 +99,14 @@ class Transformer:
             if cfg.fused_qkv:
                 wqkv = mat(p + "attn_qkv.weight")
             else:
-                wqkv = QWeight.cat([mat(p + "attn_q.weight"), mat(p + "attn_k.weight"), mat(p + "attn_v.weight")])
+                wqkv = _stack([mat(p + "attn_q.weight"), mat(p + "attn_k.weight"), mat(p + "attn_v.weight")])
             bqkv = None
             if cfg.qkv_bias:
                 bqkv = torch.cat([vec(p + "attn_q.bias"), vec(p + "attn_k.bias"), vec(p + "attn_v.bias")]).to(dtype)
             if cfg.fused_gate_up:
                 gate_up = mat(p + "ffn_up.weight")
             else:
-                gate_up = QWeight.cat([mat(p + "ffn_gate.weight"), mat(p + "ffn_up.weight")])
+                gate_up = _stack([mat(p + "ffn_gate.weight"), mat(p + "ffn_up.weight")])
             self.layers.append(_Layer(vec(p + "attn_norm.weight"), vec(p + "ffn_norm.weight"), wqkv, bqkv,
                                       mat(p + "attn_output.weight"), gate_up, mat(p + "ffn_down.weight")))
         self._rope_tables()
@@ -105,31 +127,10 @@ class Transformer:
     @property
     def weight_bytes(self) -> int:
         """Bytes of weights on the device (what a decode step reads, but for the embedding rows)."""
-        mats = [self.tok_embd] + ([] if self.cfg.tied_output else [self.output])
+        mats: list[Stacked] = [self.tok_embd] + ([] if self.cfg.tied_output else [self.output])
         for layer in self.layers:
             mats += [layer.wqkv, layer.wo, layer.w_gate_up, layer.w_down]
-        return sum(m.nbytes for m in mats)
-
-    def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        # As transformers does: statistics in float32, the normalized value back in the activation type.
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.cfg.rms_eps)
-        return (w * xf.to(x.dtype)).to(x.dtype)
-
-    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """x [B, T, heads, head_dim]; cos/sin [T, rope_dim/2]."""
-        cfg = self.cfg
-        rot, rest = x[..., : cfg.rope_dim], x[..., cfg.rope_dim :]
-        c, s = cos[None, :, None, :], sin[None, :, None, :]
-        if cfg.rope_style == "norm":
-            pairs = rot.float().unflatten(-1, (-1, 2))
-            a, b = pairs[..., 0], pairs[..., 1]
-            out = torch.stack((a * c - b * s, a * s + b * c), dim=-1).flatten(-2)
-        else:
-            a, b = rot.float().chunk(2, dim=-1)
-            out = torch.cat((a * c - b * s, a * s + b * c), dim=-1)
-        out = out.to(x.dtype)
-        return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
+        return sum(_nbytes(m) for m in mats)
 
     def forward(self, ids: torch.Tensor, start: int | torch.Tensor, *, span: int | None = None,
                 all_logits: bool = False) -> torch.Tensor:
@@ -152,44 +153,47 @@ class Transformer:
             positions = start + torch.arange(t, device=self.device)
             if span is None:
                 raise ValueError("forward with a tensor position needs span")
-        cos, sin = self.cos[positions], self.sin[positions]
-        h = qembedding(self.tok_embd, ids, self.dtype)
         g = cfg.n_head // cfg.n_head_kv
-        q_dim, kv_dim, hd = cfg.n_head * cfg.head_dim, cfg.kv_dim, cfg.head_dim
+        hd, eps = cfg.head_dim, cfg.rms_eps
         scale = hd ** -0.5
+        mask = None
         if not fresh:
-            # Row r of a KV group's query block is head g*T + t at position positions[t]; it sees keys <= that.
-            key_pos = torch.arange(span, device=self.device)
-            allowed = key_pos[None, :] <= positions.repeat(g)[:, None]
+            # Query row g*T + t of a KV head's block is token t (see ops.rope_into_cache); it sees keys <= its
+            # position.
+            allowed = torch.arange(span, device=self.device)[None, :] <= positions.repeat(g)[:, None]
             mask = torch.zeros(allowed.shape, device=self.device, dtype=self.dtype).masked_fill(~allowed,
                                                                                                float("-inf"))
+        h = qembedding(self.tok_embd, ids, self.dtype)
+        x = ops.add_rms_norm(h, None, self.layers[0].attn_norm, eps)
         for i, layer in enumerate(self.layers):
-            x = self._rms(h, layer.attn_norm)
-            qkv = qmatmul(x, layer.wqkv)
-            if layer.bqkv is not None:
-                qkv = qkv + layer.bqkv
-            q = self._rope(qkv[..., :q_dim].unflatten(-1, (cfg.n_head, hd)), cos, sin)
-            k = self._rope(qkv[..., q_dim : q_dim + kv_dim].unflatten(-1, (cfg.n_head_kv, hd)), cos, sin)
-            v = qkv[..., q_dim + kv_dim :].unflatten(-1, (cfg.n_head_kv, hd))
-            k, v = k.transpose(1, 2), v.transpose(1, 2)  # [B, kv heads, T, hd]
-            self.k_cache[i, :b].index_copy_(2, positions, k)
-            self.v_cache[i, :b].index_copy_(2, positions, v)
-            if fresh:
-                attn = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, is_causal=True, scale=scale,
-                                                      enable_gqa=g > 1)
-                attn = attn.transpose(1, 2).reshape(b, t, q_dim)
-            else:
-                # The g query heads sharing a KV head become g*T query rows of that head: no K/V repetition.
-                qg = q.reshape(b, t, cfg.n_head_kv, g, hd).permute(0, 2, 3, 1, 4).reshape(b, cfg.n_head_kv, g * t, hd)
-                kc, vc = self.k_cache[i, :b, :, :span], self.v_cache[i, :b, :, :span]
-                attn = F.scaled_dot_product_attention(qg, kc, vc, attn_mask=mask, scale=scale)
-                attn = attn.reshape(b, cfg.n_head_kv, g, t, hd).permute(0, 3, 1, 2, 4).reshape(b, t, q_dim)
-            h = h + qmatmul(attn, layer.wo)
-            x = self._rms(h, layer.ffn_norm)
-            h = h + qmatmul_silu_mul(qmatmul(x, layer.w_gate_up), layer.w_down)
+            qkv = _matmul(x, layer.wqkv)
+            rows = [self._attend(i, layer, qkv[r], r, positions, t, span, mask, scale) for r in range(b)]
+            attn = rows[0][None] if b == 1 else torch.stack(rows)
+            x = ops.add_rms_norm(h, qmatmul(attn, layer.wo), layer.ffn_norm, eps)
+            down = qmatmul_silu_mul(_matmul(x, layer.w_gate_up), layer.w_down)
+            following = self.layers[i + 1].attn_norm if i + 1 < len(self.layers) else self.out_norm
+            x = ops.add_rms_norm(h, down, following, eps)
         if not all_logits:
-            h = h[:, -1:]
-        return qmatmul(self._rms(h, self.out_norm), self.output).float()
+            x = x[:, -1:]
+        return qmatmul(x, self.output).float()
+
+    def _attend(self, i: int, layer: _Layer, qkv: torch.Tensor, row: int, positions: torch.Tensor, t: int,
+                span: int, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
+        """Attention of one sequence's T new tokens (qkv [T, ...]) over its cache; returns [T, H * hd]."""
+        cfg = self.cfg
+        kc, vc = self.k_cache[i, row], self.v_cache[i, row]
+        q = ops.rope_into_cache(qkv, layer.bqkv, positions, self.cos, self.sin, kc, vc, n_head=cfg.n_head,
+                                n_head_kv=cfg.n_head_kv, rope_dim=cfg.rope_dim, style=cfg.rope_style,
+                                grouped=mask is not None)
+        if mask is None:  # a first prefill: causal attention over exactly the new tokens
+            out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], kc[None, :, :t], vc[None, :, :t],
+                                                 is_causal=True, scale=scale, enable_gqa=cfg.n_head > cfg.n_head_kv)
+            return out[0].transpose(0, 1).reshape(t, -1)
+        # The g query heads sharing a KV head are g*T rows of that head: no K/V repetition.
+        out = F.scaled_dot_product_attention(q[None], kc[None, :, :span], vc[None, :, :span], attn_mask=mask,
+                                             scale=scale)
+        g = cfg.n_head // cfg.n_head_kv
+        return out[0].reshape(cfg.n_head_kv, g, t, cfg.head_dim).permute(2, 0, 1, 3).reshape(t, -1)
 
     def bucket(self, length: int) -> int:
         span = _MIN_BUCKET
