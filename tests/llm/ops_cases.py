@@ -43,6 +43,32 @@ def rope_case(case: tuple, device: str, dtype: torch.dtype, seed: int = 0,
     return out
 
 
+# (kv heads, query heads per kv head, head dim, cache length, span read, position of the new token)
+ATTN_CASES = [
+    (4, 8, 64, 512, 256, 0),  # the first decode step sees one key
+    (4, 8, 64, 512, 256, 200),
+    (2, 1, 32, 300, 300, 299),  # no grouping; span not a multiple of the key block
+    (1, 3, 80, 1024, 1024, 700),  # head dim and group size not powers of two; many splits
+]
+
+
+def attention_case(case: tuple, device: str, dtype: torch.dtype, seed: int = 0):
+    """(q, k cache, v cache, position tensor, span, scale, float64 reference [KVH, G, hd])."""
+    n_kv, g, hd, n_ctx, span, pos = case
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(n_kv, g, hd, generator=gen, dtype=torch.float64)
+    kc = torch.randn(n_kv, n_ctx, hd, generator=gen, dtype=torch.float64) * 2
+    vc = torch.randn(n_kv, n_ctx, hd, generator=gen, dtype=torch.float64)
+    # Keys past the position hold garbage that must not be seen.
+    kc[:, pos + 1 :] = 1e4
+    scale = hd ** -0.5
+    q, kc, vc = (t.to(dtype).double() for t in (q, kc, vc))  # the reference sees the same rounded inputs
+    w = torch.softmax(torch.einsum("hgd,hjd->hgj", q, kc[:, : pos + 1]) * scale, dim=-1)
+    ref = torch.einsum("hgj,hjd->hgd", w, vc[:, : pos + 1])
+    pos_t = torch.tensor([pos], device=device)
+    return (q.to(device, dtype), kc.to(device, dtype), vc.to(device, dtype), pos_t, span, scale, ref)
+
+
 def run_cases(device: str) -> dict[str, float]:
     errors: dict[str, float] = {}
     for dtype in (torch.float32, torch.float16):
@@ -51,6 +77,10 @@ def run_cases(device: str) -> dict[str, float]:
             for grouped in (False, True):
                 ref, tri = got[f"torch-{grouped}"], got[f"triton-{grouped}"]
                 errors[f"rope{i}-{dtype}-{grouped}"] = max(float((a - b).abs().max()) for a, b in zip(ref, tri))
+        for i, case in enumerate(ATTN_CASES):
+            q, kc, vc, pos, span, scale, ref = attention_case(case, device, dtype, seed=i)
+            got = ops_triton.decode_attention(q, kc, vc, pos, span, scale)
+            errors[f"attn{i}-{dtype}"] = float((got.double().cpu() - ref).abs().max())
         gen = torch.Generator().manual_seed(7)
         for n in (64, 100, 2048):
             h = torch.randn(3, n, generator=gen).to(device, dtype)

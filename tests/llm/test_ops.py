@@ -13,7 +13,7 @@ import torch
 
 from tensorlogic.llm import ops
 
-from .ops_cases import ROPE_CASES, rope_case
+from .ops_cases import ATTN_CASES, ROPE_CASES, attention_case, rope_case
 
 # Max abs error of the Triton kernels against the torch ops: f32 rounding, or one f16 step at |x| ~ 4.
 _TOL = {"float32": 1e-5, "float16": 4e-3}
@@ -57,6 +57,14 @@ def test_rope_into_cache_matches_complex_rotation(case: tuple) -> None:
     g = n_head // n_kv
     grouped = got["torch-True"][0]  # [KVH, G*T, hd]: row j*T + t of block kv is head kv*G + j at token t
     assert torch.equal(grouped.reshape(n_kv, g, t, hd).permute(2, 0, 1, 3).reshape(t, n_head, hd), q_flat)
+
+
+@pytest.mark.parametrize("case", ATTN_CASES)
+def test_decode_attention_matches_float64_softmax(case: tuple) -> None:
+    q, kc, vc, pos, span, scale, ref = attention_case(case, "cpu", torch.float32)
+    got = ops.decode_attention(q, kc, vc, pos, span, scale)
+    assert got.shape == (1, q.numel())
+    assert torch.allclose(got.reshape(ref.shape).double(), ref, atol=1e-5)
 
 
 def test_rms_norm_matches_float64() -> None:

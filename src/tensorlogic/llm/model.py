@@ -156,8 +156,9 @@ class Transformer:
         g = cfg.n_head // cfg.n_head_kv
         hd, eps = cfg.head_dim, cfg.rms_eps
         scale = hd ** -0.5
+        # A single new token goes to ops.decode_attention, which masks by position itself.
         mask = None
-        if not fresh:
+        if not fresh and t > 1:
             # Query row g*T + t of a KV head's block is token t (see ops.rope_into_cache); it sees keys <= its
             # position.
             allowed = torch.arange(span, device=self.device)[None, :] <= positions.repeat(g)[:, None]
@@ -167,7 +168,7 @@ class Transformer:
         x = ops.add_rms_norm(h, None, self.layers[0].attn_norm, eps)
         for i, layer in enumerate(self.layers):
             qkv = _matmul(x, layer.wqkv)
-            rows = [self._attend(i, layer, qkv[r], r, positions, t, span, mask, scale) for r in range(b)]
+            rows = [self._attend(i, layer, qkv[r], r, positions, t, span, fresh, mask, scale) for r in range(b)]
             attn = rows[0][None] if b == 1 else torch.stack(rows)
             x = ops.add_rms_norm(h, qmatmul(attn, layer.wo), layer.ffn_norm, eps)
             down = qmatmul_silu_mul(_matmul(x, layer.w_gate_up), layer.w_down)
@@ -178,17 +179,19 @@ class Transformer:
         return qmatmul(x, self.output).float()
 
     def _attend(self, i: int, layer: _Layer, qkv: torch.Tensor, row: int, positions: torch.Tensor, t: int,
-                span: int, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
+                span: int, fresh: bool, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
         """Attention of one sequence's T new tokens (qkv [T, ...]) over its cache; returns [T, H * hd]."""
         cfg = self.cfg
         kc, vc = self.k_cache[i, row], self.v_cache[i, row]
         q = ops.rope_into_cache(qkv, layer.bqkv, positions, self.cos, self.sin, kc, vc, n_head=cfg.n_head,
                                 n_head_kv=cfg.n_head_kv, rope_dim=cfg.rope_dim, style=cfg.rope_style,
-                                grouped=mask is not None)
-        if mask is None:  # a first prefill: causal attention over exactly the new tokens
+                                grouped=not fresh)
+        if fresh:  # a first prefill: causal attention over exactly the new tokens
             out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], kc[None, :, :t], vc[None, :, :t],
                                                  is_causal=True, scale=scale, enable_gqa=cfg.n_head > cfg.n_head_kv)
             return out[0].transpose(0, 1).reshape(t, -1)
+        if mask is None:
+            return ops.decode_attention(q, kc, vc, positions, span, scale)
         # The g query heads sharing a KV head are g*T rows of that head: no K/V repetition.
         out = F.scaled_dot_product_attention(q[None], kc[None, :, :span], vc[None, :, :span], attn_mask=mask,
                                              scale=scale)

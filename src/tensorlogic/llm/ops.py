@@ -1,4 +1,4 @@
-"""The transformer's non-matmul steps: RMSNorm (with the residual add) and RoPE + KV-cache write.
+"""The transformer's non-matmul steps: RMSNorm (with the residual add), RoPE + KV-cache write, decode attention.
 
 Each has a torch version — the reference, and the path on CPU — and on CUDA one fused Triton kernel
 (``ops_triton``), so a decode layer is eight kernels rather than forty: launch and memory-latency costs, not
@@ -93,3 +93,18 @@ def rope_reference(qkv: torch.Tensor, bias: torch.Tensor | None, positions: torc
         return q
     g = n_head // n_head_kv
     return q.reshape(t, n_head_kv, g, hd).permute(1, 2, 0, 3).reshape(n_head_kv, g * t, hd)
+
+
+def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, positions: torch.Tensor,
+                     span: int, scale: float) -> torch.Tensor:
+    """Attention of one new token: q [KVH, G, hd] (``rope_into_cache``'s grouped layout) over keys 0..positions[0]
+    of caches [KVH, n_ctx, hd]; returns [1, H * hd] (head kv * G + j at block kv, row j)."""
+    if use_triton(q):
+        from . import ops_triton
+
+        return ops_triton.decode_attention(q, k_cache, v_cache, positions, span, scale).reshape(1, -1)
+    seen = torch.arange(span, device=q.device) <= positions[0]
+    mask = torch.zeros(1, span, device=q.device, dtype=q.dtype).masked_fill(~seen, float("-inf"))
+    out = torch.nn.functional.scaled_dot_product_attention(q[None], k_cache[None, :, :span], v_cache[None, :, :span],
+                                                           attn_mask=mask, scale=scale)
+    return out.reshape(1, -1)

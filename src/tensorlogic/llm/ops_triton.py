@@ -117,3 +117,87 @@ def rope_into_cache(qkv: torch.Tensor, bias: torch.Tensor | None, positions: tor
         REST_BLOCK=triton.next_power_of_2(rest) if rest else 0, num_warps=1,
     )
     return q
+
+
+# Decode attention (one new token) over the cache, split over the keys: program (kv, s) scores the G query heads of
+# KV head kv against keys s*BLOCK .. s*BLOCK+BLOCK-1 and leaves its softmax max, sum and weighted values; a second
+# kernel merges the splits. One launch per step reads each key once for all G heads (no K/V repetition), and the
+# splits give the GPU work at every context length, where one program per head would leave it nearly idle.
+_ATTN_BLOCK = 64
+
+
+@triton.jit
+def _decode_attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr, n_ctx, scale, G, S,
+                              HEAD_DIM: tl.constexpr, GP: tl.constexpr, DP: tl.constexpr, BLOCK: tl.constexpr,
+                              IEEE: tl.constexpr):
+    kv = tl.program_id(0)
+    s = tl.program_id(1)
+    pos = tl.load(pos_ptr).to(tl.int64)
+    g = tl.arange(0, GP)
+    d = tl.arange(0, DP)
+    j = s * BLOCK + tl.arange(0, BLOCK)
+    gd = (g < G)[:, None] & (d < HEAD_DIM)[None, :]
+    q = tl.load(q_ptr + (kv * G + g)[:, None] * HEAD_DIM + d[None, :], mask=gd, other=0.0)
+    seen = j <= pos
+    jd = seen[:, None] & (d < HEAD_DIM)[None, :]
+    base = kv.to(tl.int64) * n_ctx * HEAD_DIM + j[:, None] * HEAD_DIM + d[None, :]
+    k = tl.load(k_ptr + base, mask=jd, other=0.0)
+    if IEEE:
+        scores = tl.dot(q, tl.trans(k), input_precision="ieee")
+    else:
+        scores = tl.dot(q, tl.trans(k))
+    scores = tl.where(seen[None, :], scores * scale, float("-inf"))
+    m = tl.max(scores, axis=1)
+    p = tl.exp(scores - tl.where(m == float("-inf"), 0.0, m)[:, None])
+    v = tl.load(v_ptr + base, mask=jd, other=0.0)
+    if IEEE:
+        acc = tl.dot(p, v.to(tl.float32), input_precision="ieee")
+    else:
+        acc = tl.dot(p.to(v.dtype), v)
+    row = (kv * S + s) * GP + g
+    tl.store(m_ptr + row, m)
+    tl.store(l_ptr + row, tl.sum(p, axis=1))
+    tl.store(acc_ptr + row[:, None] * DP + d[None, :], acc)
+
+
+@triton.jit
+def _decode_attn_merge_kernel(m_ptr, l_ptr, acc_ptr, out_ptr, G, S, HEAD_DIM: tl.constexpr, GP: tl.constexpr,
+                              DP: tl.constexpr, SP: tl.constexpr):
+    kv = tl.program_id(0)
+    g = tl.arange(0, GP)
+    d = tl.arange(0, DP)
+    si = tl.arange(0, SP)
+    rows = (kv * S + si)[:, None] * GP + g[None, :]
+    top = tl.max(tl.load(m_ptr + rows, mask=(si < S)[:, None], other=float("-inf")), axis=0)
+    total = tl.zeros((GP,), dtype=tl.float32)
+    out = tl.zeros((GP, DP), dtype=tl.float32)
+    for s in range(0, S):
+        row = (kv * S + s) * GP + g
+        w = tl.exp(tl.load(m_ptr + row) - top)  # a split with no key in view has max -inf: weight 0
+        total += w * tl.load(l_ptr + row)
+        out += w[:, None] * tl.load(acc_ptr + row[:, None] * DP + d[None, :])
+    out = out / total[:, None]
+    mask = (g < G)[:, None] & (d < HEAD_DIM)[None, :]
+    tl.store(out_ptr + (kv * G + g)[:, None] * HEAD_DIM + d[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: torch.Tensor, span: int,
+                     scale: float) -> torch.Tensor:
+    """q [KVH, G, hd] (one token, the grouped layout), caches [KVH, n_ctx, hd], pos a device tensor [1]: keys
+    0..pos are seen, of the first ``span``. Returns [KVH, G, hd] = [H, hd] in q's dtype."""
+    n_kv, g, hd = q.shape
+    n_ctx = k_cache.shape[-2]
+    if not (q.is_contiguous() and k_cache.is_contiguous() and v_cache.is_contiguous()):
+        raise ValueError("decode_attention needs contiguous q and caches")
+    splits = triton.cdiv(span, _ATTN_BLOCK)
+    gp, dp = max(16, triton.next_power_of_2(g)), max(16, triton.next_power_of_2(hd))
+    m = torch.empty((n_kv, splits, gp), dtype=torch.float32, device=q.device)
+    l_sum = torch.empty_like(m)
+    acc = torch.empty((n_kv, splits, gp, dp), dtype=torch.float32, device=q.device)
+    ieee = q.dtype == torch.float32
+    _decode_attn_split_kernel[(n_kv, splits)](q, k_cache, v_cache, pos, m, l_sum, acc, n_ctx, scale, g, splits,
+                                              HEAD_DIM=hd, GP=gp, DP=dp, BLOCK=_ATTN_BLOCK, IEEE=ieee, num_warps=4)
+    out = torch.empty_like(q)
+    _decode_attn_merge_kernel[(n_kv,)](m, l_sum, acc, out, g, splits, HEAD_DIM=hd, GP=gp, DP=dp,
+                                       SP=triton.next_power_of_2(splits), num_warps=4)
+    return out
