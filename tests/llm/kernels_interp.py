@@ -86,8 +86,7 @@ def main() -> None:
     from tensorlogic.llm.kernels import triton_gguf
 
     # Small tiles so that these small shapes still loop over several K steps and row tiles.
-    triton_gguf._GEMV_MIN_PROGRAMS = 4
-    triton_gguf._GEMV_TILE_ELEMENTS = 256
+    triton_gguf._GEMV_K_STEP = 256
     triton_gguf._DEQUANT_ROW_ELEMENTS = 64
     triton_gguf.SCRATCH_ELEMENTS = 5 * 768
     results: dict[str, dict[str, object]] = {}

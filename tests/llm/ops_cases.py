@@ -82,6 +82,10 @@ def run_cases(device: str) -> dict[str, float]:
             got = ops_triton.decode_attention(q, kc, vc, pos, span, scale)
             errors[f"attn{i}-{dtype}"] = float((got.double().cpu() - ref).abs().max())
         gen = torch.Generator().manual_seed(7)
+        for k in (100, 5632):
+            x = torch.randn(3, 2 * k, generator=gen).to(device, dtype)
+            ref = torch.nn.functional.silu(x[:, :k]) * x[:, k:]
+            errors[f"silumul{k}-{dtype}"] = float((ops_triton.silu_mul(x) - ref).abs().max().float())
         for n in (64, 100, 2048):
             h = torch.randn(3, n, generator=gen).to(device, dtype)
             y = torch.randn(3, n, generator=gen).to(device, dtype)

@@ -154,15 +154,26 @@ class LLM:
             generator = torch.Generator(self.device).manual_seed(seed)
         decoder = self.tokenizer.stream()
         stop_ids = set() if ignore_eos else set(self.tokenizer.stop_ids)
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        reader = _TokenReader(self.device)
         t0 = time.perf_counter()
-        logits = self._prefill(ids)
+        next_token = sample(self._prefill(ids), params, generator)
         pending = ""  # text held back because it may be the start of a stop string
         t1 = t0
         for step in range(max_new_tokens):
-            token = int(sample(logits, params, generator)[0])
+            on_device = next_token
+            reader.start(on_device)
+            if step + 1 < max_new_tokens:
+                # The next step is queued before this token reaches the host, so the device computes it while
+                # the host detokenizes and checks stops. The token joins the cached sequence as its step is
+                # queued: stream order puts its keys and values in the cache before anything that reads them,
+                # so an interrupted reply (Ctrl-C) leaves the cache consistent.
+                logits = self.model.decode(on_device.view(1, 1), len(self._cached))
+                self._cached.append(-1)
+                next_token = sample(logits, params, generator)
+            token = reader.wait()
+            if step + 1 < max_new_tokens:
+                self._cached[-1] = token
             if step == 0:
-                sync()
                 t1 = time.perf_counter()
                 gen.prefill_s = t1 - t0
             gen.tokens.append(token)
@@ -182,11 +193,6 @@ class LLM:
                 gen.text += pending[:safe]
                 yield pending[:safe]
                 pending = pending[safe:]
-            if step + 1 < max_new_tokens:
-                # The token joins the cached sequence only once its keys and values are in the cache, so an
-                # interrupted step (Ctrl-C) leaves the cache consistent.
-                logits = self.model.decode(torch.tensor([[token]], device=self.device), len(self._cached))
-                self._cached.append(token)
         else:
             pending += decoder.flush()
             cut = _find_stop(pending, stops)
@@ -194,7 +200,8 @@ class LLM:
             if tail:
                 gen.text += tail
                 yield tail
-        sync()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         gen.decode_s = time.perf_counter() - t1
 
     def generate(self, prompt: str | Sequence[int], max_new_tokens: int = 128, *, stream: bool = False,
@@ -248,6 +255,31 @@ class LLM:
         sync()
         self._cached = []
         return time.perf_counter() - t0
+
+
+class _TokenReader:
+    """Brings a sampled token id to the host without waiting for work queued after it (CUDA: a pinned buffer
+    and an event; elsewhere a plain read)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.host = torch.empty(1, dtype=torch.long, pin_memory=True)
+            self.event = torch.cuda.Event()
+        self.value: torch.Tensor | None = None
+
+    def start(self, token: torch.Tensor) -> None:
+        if self.cuda:
+            self.host.copy_(token.reshape(1), non_blocking=True)
+            self.event.record()
+        else:
+            self.value = token
+
+    def wait(self) -> int:
+        if self.cuda:
+            self.event.synchronize()
+            return int(self.host[0])
+        return int(self.value.reshape(-1)[0])
 
 
 def _find_stop(text: str, stops: list[str]) -> int | None:

@@ -108,3 +108,13 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     out = torch.nn.functional.scaled_dot_product_attention(q[None], k_cache[None, :, :span], v_cache[None, :, :span],
                                                            attn_mask=mask, scale=scale)
     return out.reshape(1, -1)
+
+
+def silu_mul(x2: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up for x2 [rows, 2K] = [gate | up] (contiguous): one kernel on CUDA instead of three."""
+    if use_triton(x2):
+        from . import ops_triton
+
+        return ops_triton.silu_mul(x2)
+    k = x2.shape[1] // 2
+    return torch.nn.functional.silu(x2[:, :k]) * x2[:, k:]

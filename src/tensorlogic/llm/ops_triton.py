@@ -201,3 +201,23 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     _decode_attn_merge_kernel[(n_kv,)](m, l_sum, acc, out, g, splits, HEAD_DIM=hd, GP=gp, DP=dp,
                                        SP=triton.next_power_of_2(splits), num_warps=4)
     return out
+
+
+@triton.jit
+def _silu_mul_kernel(x_ptr, out_ptr, K, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < K
+    gate = tl.load(x_ptr + row * 2 * K + offs, mask=mask, other=0.0).to(tl.float32)
+    up = tl.load(x_ptr + row * 2 * K + K + offs, mask=mask, other=0.0).to(tl.float32)
+    # Rounded after the SiLU, as torch's silu(gate) * up rounds its intermediate.
+    act = (gate / (1.0 + tl.exp(-gate))).to(out_ptr.dtype.element_ty).to(tl.float32)
+    tl.store(out_ptr + row * K + offs, (act * up).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def silu_mul(x2: torch.Tensor) -> torch.Tensor:
+    rows, k = x2.shape[0], x2.shape[1] // 2
+    out = torch.empty((rows, k), dtype=x2.dtype, device=x2.device)
+    block = 1024
+    _silu_mul_kernel[(rows, triton.cdiv(k, block))](x2, out, k, BLOCK=block, num_warps=4)
+    return out

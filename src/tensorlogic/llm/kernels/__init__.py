@@ -213,8 +213,9 @@ def qmatmul_silu_mul(x: torch.Tensor, w: QWeight) -> torch.Tensor:
         if x2.shape[0] <= triton_gguf.GEMV_MAX_ROWS:
             triton_gguf.qmatmul(x2, w.raw, w.qtype, w.shape, out2, silu_mul=True)
             return out
-    k = w.shape[1]
-    qmatmul(torch.nn.functional.silu(x2[:, :k]) * x2[:, k:], w, out=out2)
+    from ..ops import silu_mul
+
+    qmatmul(silu_mul(x2), w, out=out2)
     return out
 
 

@@ -15,8 +15,9 @@ conversions run at a quarter rate and would cap the GEMV below HBM speed. Types 
   BLOCK_N output features walking all of K; each weight tile is read once and applied to every x row
   (the rows of x stay in L1/L2). Block sizes come from the shape alone (``gemv_config``, or measured
   ``GEMV_CONFIGS``), so a call never autotunes or syncs and can be captured in a CUDA graph (after a
-  first, compiling call). No split-K: at TinyLlama's shapes BLOCK_N of 1-8 rows already gives
-  1000+ programs; a 256-row matrix alone gets 256 (fuse k/v into QKV).
+  first, compiling call). No split-K: at TinyLlama's shapes BLOCK_N of 2-8 rows already gives
+  500+ programs; a 256-row matrix alone gets 128 (fuse k/v into QKV). Loads are byte-wide (blocks
+  are 2-byte aligned), which caps a cold-L2 GEMV at 0.5-1.3 TB/s (benchmarks/sweep_gemv.py).
 - up to ``FUSED_GEMM_MAX_ROWS`` rows of float16/bfloat16 x: ``_gemm_kernel``, a tl.dot GEMM that
   dequantizes 64 elements of K per step.
 - more rows (prefill): ``_dequant_kernel`` into a reused scratch buffer, then cuBLAS. Each weight is
@@ -48,10 +49,8 @@ SUB_BLOCK = {"Q4_0": 16, "Q8_0": 32, "Q2_K": 16, "Q3_K": 16, "Q4_K": 32, "Q5_K":
 HAS_MIN = frozenset({"Q2_K", "Q4_K", "Q5_K"})
 # (type, out_features, in_features) -> (BLOCK_N, K elements per step, num_warps) measured best for the GEMV.
 GEMV_CONFIGS: dict[tuple[str, int, int], tuple[int, int, int]] = {}
-# Dequantized elements one program holds per K step of the GEMV (about 32 float32 registers a thread).
-_GEMV_TILE_ELEMENTS = 4096
-# Enough programs to fill an H100/H200 (132 SMs) several times over.
-_GEMV_MIN_PROGRAMS = 1024
+# Elements of K one GEMV program takes per step (see gemv_config).
+_GEMV_K_STEP = 1024
 # Elements of one row a dequantization program writes.
 _DEQUANT_ROW_ELEMENTS = 1024
 # The scratch buffer of the prefill path holds at most this many elements (64 MiB of float16).
@@ -397,8 +396,12 @@ def gemv_config(qtype: str, m: int, n: int, k: int) -> tuple[int, int, int, int]
     tuned = GEMV_CONFIGS.get((qtype, n, k))
     if tuned is not None:
         return block_m, tuned[0], max(1, tuned[1] // sub), tuned[2]
-    block_n = max(1, min(8, _pow2_floor(n // _GEMV_MIN_PROGRAMS)))
-    block_k = min(triton.next_power_of_2(k), max(sub, _GEMV_TILE_ELEMENTS // block_n), 2048)
+    # From benchmarks/sweep_gemv.py on an H200 (weights cold in L2, as in decode): 1024 elements of K per step
+    # was best for every type and shape; 4 rows per program for matrices of 8M+ weights, 8 for a vocabulary
+    # head, 2 below (more programs for small matrices).
+    block_n = 8 if n >= 16384 else 4 if n * k >= (1 << 23) else 2
+    block_n = max(1, min(block_n, _pow2_floor(n)))
+    block_k = max(sub, min(triton.next_power_of_2(k), _GEMV_K_STEP))
     return block_m, block_n, block_k // sub, 4
 
 
