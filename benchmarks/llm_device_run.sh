@@ -18,6 +18,7 @@ RESERVE=20                          # kept back for the final merge
 WORK=/tmp/llmrun                    # intermediate JSON, merged into $OUT/llm_results.json at the end
 MODELS=/tmp/models
 PY=${PY:-python3}
+rm -rf "$WORK"  # a warm machine keeps /tmp between calls: no result of an earlier run may be merged
 mkdir -p "$OUT" "$WORK" "$MODELS"
 : > "$WORK/steps.tsv"
 exec > >(tee -a "$OUT/run.log") 2>&1
@@ -139,8 +140,9 @@ else
     for t in Q4_K_M Q6_K; do
         [ -f $MODELS/tinyllama-$t.gguf ] && bench "ours_$t" 75 --model $MODELS/tinyllama-$t.gguf --ours
     done
-    # torch.compile last: its compile time is long and the least important number here.
-    bench transformers_compile_F16 200 --model $MODELS/tinyllama-F16.gguf --transformers compile
+    # torch.compile last: its compile time is long (it did not finish in 170 s on 2026-12-04); NO_COMPILE=1 skips it.
+    [ "${NO_COMPILE:-0}" = 1 ] || bench transformers_compile_F16 200 --model $MODELS/tinyllama-F16.gguf \
+        --transformers compile
 fi
 build_running && kill -- "-$BUILD_PID" 2>/dev/null
 

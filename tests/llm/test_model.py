@@ -93,6 +93,43 @@ def test_half_precision_logits_within_1e_2(root: str, dtype: str) -> None:
     assert _rel_err(llm.logits(ids), ref) < tol
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize(("arch", "qtype"), [("llama", "Q4_K_M"), ("llama", "F16"), ("qwen2", "Q4_0"),
+                                             ("phi3", "Q8_0"), ("llama", "Q6_K")])
+def test_cuda_graph_decode_logits_match_transformers(root: str, arch: str, qtype: str) -> None:
+    """The CUDA path end to end: f16 prefill, then one decode step per token through the CUDA graphs, the
+    Triton RoPE, attention and GEMV kernels, across an attention-span bucket boundary (256)."""
+    path = _model_file(root, arch, qtype)
+    llm = load_llm(path, device="cuda", dtype="f16")
+    n = llm.config.n_vocab
+    ids = [(i * 7919 + 13) % n for i in range(300)]
+    model = llm.model
+    prefix = 250
+    steps = [model.forward(torch.tensor([ids[:prefix]], device="cuda"), 0)[:, -1].float().cpu()]
+    for pos in range(prefix, len(ids)):
+        steps.append(model.decode(torch.tensor([[ids[pos]]], device="cuda"), pos).float().cpu())
+    ours = torch.cat(steps)
+    with torch.no_grad():
+        ref = _reference(path)(torch.tensor([ids])).logits[0, prefix - 1 :]
+    assert ours.shape == ref.shape
+    # The issue's bound, or twice what transformers itself loses in f16 on the same sequence where f16 noise
+    # alone exceeds it.
+    hf16 = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                             dtype=torch.float16).eval().cuda()
+    with torch.no_grad():
+        noise = _rel_err(hf16(torch.tensor([ids], device="cuda")).logits[0, prefix - 1 :].float().cpu(), ref)
+    assert _rel_err(ours, ref) < max(1e-2, 2 * noise)
+    # Greedy generation (each step queued before the last token reaches the host): every token is one that
+    # transformers ranks first, up to f16 rounding of near-ties.
+    prompt = ids[:20]
+    gen = llm.generate(prompt, 24, temperature=0, ignore_eos=True)
+    with torch.no_grad():
+        hf_logits = _reference(path)(torch.tensor([prompt + gen.tokens])).logits[0, len(prompt) - 1 : -1]
+    chosen = hf_logits.gather(1, torch.tensor(gen.tokens)[:, None])[:, 0]
+    assert len(gen.tokens) == 24
+    assert (hf_logits.max(-1).values - chosen <= 1e-2 * hf_logits.abs().max()).all()
+
+
 def test_batch_logits_pad_on_the_right(root: str) -> None:
     path = _model_file(root, "qwen2", "F16")
     llm = load_llm(path, device="cpu", dtype="f32")
