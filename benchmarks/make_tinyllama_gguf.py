@@ -64,27 +64,17 @@ def _make_tensor(job: tuple[int, int, str, tuple[int, ...], tuple[str, ...]]) ->
     return name, {t: quantize(weight, GGMLQuantizationType[t]) for t in types}
 
 
-def _vocab_kv(n_vocab: int) -> dict[str, Any]:
+def _vocab_module() -> Any:
     sys.path.insert(0, str(ROOT / "tests" / "llm"))
     try:
-        from vocab import spm_vocab_kv
+        import vocab
     except ImportError as exc:
-        raise SystemExit(f"tests/llm/vocab.py (spm_vocab_kv) is needed for the vocabulary: {exc}") from exc
-    return spm_vocab_kv(n_vocab)
+        raise SystemExit(f"tests/llm/vocab.py is needed for the vocabulary: {exc}") from exc
+    return vocab
 
 
-def _add_kv(writer: Any, key: str, value: Any) -> None:
-    if isinstance(value, bool):
-        writer.add_bool(key, value)
-    elif isinstance(value, int):
-        writer.add_uint32(key, value)
-    elif isinstance(value, float):
-        writer.add_float32(key, value)
-    elif isinstance(value, str):
-        writer.add_string(key, value)
-    else:
-        # Lists: token strings, float32 scores, int32 token types (the element types llama.cpp checks).
-        writer.add_array(key, list(value))
+def _vocab_kv(n_vocab: int) -> dict[str, Any]:
+    return _vocab_module().spm_vocab_kv(n_vocab)
 
 
 def write_models(out_dir: Path, types: list[str], n_layer: int, seed: int = 0, prefix: str = "tinyllama",
@@ -111,9 +101,7 @@ def write_models(out_dir: Path, types: list[str], n_layer: int, seed: int = 0, p
         w.add_rope_dimension_count(hp["n_embd"] // hp["n_head"])
         w.add_rope_freq_base(10000.0)
         w.add_layer_norm_rms_eps(1e-5)
-        for key, value in vocab.items():
-            if key != "general.architecture":
-                _add_kv(w, key, value)
+        _vocab_module().add_kv(w, vocab)
     work = [(seed, i, name, shape, tuple(types)) for i, (name, shape) in enumerate(tensor_shapes(**hp))]
     with ProcessPoolExecutor(max_workers=jobs or min(8, os.cpu_count() or 1)) as pool:
         for name, by_type in pool.map(_make_tensor, work, chunksize=4):

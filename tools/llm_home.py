@@ -87,7 +87,7 @@ def write_model(path: Path, qtype: str, shape: dict[str, int], tokenizer_kv: dic
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(shape["vocab"])
-    _add_kv(writer, tokenizer_kv)
+    _vocab().add_kv(writer, tokenizer_kv)
     for name, shp in tensor_shapes(shape).items():
         w = random_tensor(rng, name, shp)
         if w.ndim == 1:
@@ -102,31 +102,6 @@ def write_model(path: Path, qtype: str, shape: dict[str, int], tokenizer_kv: dic
     writer.close()
     tmp.replace(path)
     return path
-
-
-def _add_kv(writer: Any, kv: dict[str, Any]) -> None:
-    """The tokenizer's GGUF key-values, typed as llama.cpp writes them."""
-    import gguf
-
-    for key, value in kv.items():
-        if key == "general.architecture":
-            continue
-        if key == "tokenizer.ggml.scores":
-            writer.add_array(key, [float(v) for v in value])
-        elif key == "tokenizer.ggml.token_type":
-            writer.add_array(key, [int(v) for v in value])
-        elif isinstance(value, bool):
-            writer.add_bool(key, value)
-        elif isinstance(value, int):
-            writer.add_uint32(key, value)
-        elif isinstance(value, float):
-            writer.add_float32(key, value)
-        elif isinstance(value, str):
-            writer.add_string(key, value)
-        elif isinstance(value, list):
-            writer.add_array(key, value)
-        else:
-            raise TypeError(f"cannot write {key!r} ({type(value).__name__}) with {gguf.__name__}")
 
 
 def _vocab() -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .vocab import bpe_vocab_kv, spm_vocab_kv
+from .vocab import add_kv, bpe_vocab_kv, spm_vocab_kv
 
 # Byte offsets of the f16 scale fields (d, then dmin where it exists) inside one block of each K-quant.
 _K_SCALES = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
@@ -80,10 +80,7 @@ def write_llm_gguf(path: str | Path, arch: str = "llama", qtype: str = "F16", sh
     writer.add_rope_freq_base(10000.0)
     writer.add_rope_dimension_count(head_dim)
     writer.add_file_type(int(gguf.LlamaFileType.MOSTLY_F16) if qtype == "F16" else 0)
-    for key, value in {**kv, **(extra_kv or {})}.items():
-        if key == "general.architecture":
-            continue
-        _add_kv(writer, key, value)
+    add_kv(writer, {**kv, **(extra_kv or {})})
 
     def matrix(name: str, rows: int, cols: int, std: float) -> None:
         if name in drop:
@@ -139,18 +136,3 @@ def write_llm_gguf(path: str | Path, arch: str = "llama", qtype: str = "F16", sh
     writer.write_tensors_to_file()
     writer.close()
     return Path(path)
-
-
-def _add_kv(writer: Any, key: str, value: Any) -> None:
-    if isinstance(value, bool):
-        writer.add_bool(key, value)
-    elif isinstance(value, int):
-        writer.add_uint32(key, value)
-    elif isinstance(value, float):
-        writer.add_float32(key, value)
-    elif isinstance(value, str):
-        writer.add_string(key, value)
-    elif isinstance(value, list):
-        writer.add_array(key, value)
-    else:
-        raise TypeError(f"cannot write {key}={value!r}")

@@ -316,6 +316,30 @@ def write_tokenizer_json(path: str | Path, kv: dict[str, Any]) -> Path:
     return path
 
 
+def add_kv(writer: Any, kv: dict[str, Any]) -> None:
+    """Write key-values to a gguf-py ``GGUFWriter``, typed as llama.cpp writes them (integers uint32, floats
+    float32, token scores float32 and token types int32 arrays); the architecture is the writer's own."""
+    for key, value in kv.items():
+        if key == "general.architecture":
+            continue
+        if key == "tokenizer.ggml.scores":
+            writer.add_array(key, [float(v) for v in value])
+        elif key == "tokenizer.ggml.token_type":
+            writer.add_array(key, [int(v) for v in value])
+        elif isinstance(value, bool):
+            writer.add_bool(key, value)
+        elif isinstance(value, int):
+            writer.add_uint32(key, value)
+        elif isinstance(value, float):
+            writer.add_float32(key, value)
+        elif isinstance(value, str):
+            writer.add_string(key, value)
+        elif isinstance(value, (list, tuple)):
+            writer.add_array(key, list(value))
+        else:
+            raise TypeError(f"cannot write {key!r} ({type(value).__name__}) to a GGUF")
+
+
 def vocab_only_gguf(path: str | Path, kv: dict[str, Any]) -> Path:
     """Write a GGUF (architecture "llama") holding ``kv``, a minimal llama header and one 4-element tensor."""
     import gguf
@@ -335,19 +359,7 @@ def vocab_only_gguf(path: str | Path, kv: dict[str, Any]) -> Path:
         "llama.rope.dimension_count": 16,
         "llama.attention.layer_norm_rms_epsilon": 1e-5,
     }
-    for key, value in {**header, **kv}.items():
-        if key == "general.architecture":
-            continue
-        if isinstance(value, bool):
-            writer.add_bool(key, value)
-        elif isinstance(value, int):
-            writer.add_uint32(key, value)
-        elif isinstance(value, float):
-            writer.add_float32(key, value)
-        elif isinstance(value, str):
-            writer.add_string(key, value)
-        else:
-            writer.add_array(key, list(value))
+    add_kv(writer, {**header, **kv})
     writer.add_tensor("token_embd.weight", np.zeros(4, dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
