@@ -27,6 +27,7 @@ An ``.expected`` file holds the lines the program prints, one per line:
 from __future__ import annotations
 
 import argparse
+import getpass
 import math
 import os
 import re
@@ -257,8 +258,10 @@ def classify(program: str, exp: Expected, run: Run) -> Result:
 
 
 def run_program(tl: Path, path: Path, timeout: float, home: Path | None = None) -> Run:
-    """``tl run`` one program from its own folder, stdin empty, TL_DEVICE unset, HOME=home when given."""
+    """``tl run`` one program from its own folder, stdin empty, TL_DEVICE unset, HOME=home when given, and USER
+    set as a login shell sets it (containers and CI often leave it out; examples/basics/builtins.tl reads it)."""
     env = {k: v for k, v in os.environ.items() if k != "TL_DEVICE"}
+    env.setdefault("USER", getpass.getuser())
     if home is not None:
         env["HOME"] = str(home)
     try:

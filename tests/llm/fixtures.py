@@ -68,7 +68,8 @@ def write_llm_gguf(path: str | Path, arch: str = "llama", qtype: str = "F16", sh
     s = shape
     head_dim = s.n_embd // s.n_head
     q_dim, kv_dim = s.n_embd, s.n_head_kv * head_dim
-    writer = gguf.GGUFWriter(str(path), arch)
+    # Mistral is written as llama.cpp's converter writes it: architecture "llama".
+    writer = gguf.GGUFWriter(str(path), "llama" if arch == "mistral" else arch)
     writer.add_name(f"random-{arch}-{qtype.lower()}")
     writer.add_context_length(s.n_ctx)
     writer.add_embedding_length(s.n_embd)

@@ -34,6 +34,7 @@ CASES = [
     ("phi3", "F16"),
     ("phi3", "Q8_0"),
     ("llama", "Q4_K_M"),
+    ("mistral", "Q4_0"),
 ]
 
 # Q4_K_M as llama.cpp mixes it (attn_v and ffn_down in Q6_K), plus ffn_up in Q5_K so gate and up differ too.
@@ -51,6 +52,16 @@ def _model_file(tmp_root: str, arch: str, qtype: str) -> Path:
 @functools.cache
 def _reference(path: Path) -> torch.nn.Module:
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    if path.parent.name.startswith("mistral-"):
+        # transformers reads a Mistral GGUF (architecture "llama") as Mistral only with gguf-py's "mistral" tensor
+        # map, which gguf-py 0.19 lacks: the weights it read go into its MistralForCausalLM instead.
+        fields = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                  "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "tie_word_embeddings")
+        config = transformers.MistralConfig(**{f: getattr(hf.config, f) for f in fields},
+                                            rope_theta=hf.config.rope_parameters["rope_theta"], sliding_window=None)
+        mistral = transformers.MistralForCausalLM(config)
+        mistral.load_state_dict(hf.state_dict())
+        hf = mistral
     return hf.eval()
 
 
@@ -71,6 +82,7 @@ def _rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
 def test_logits_and_greedy_match_transformers(root: str, arch: str, qtype: str) -> None:
     path = _model_file(root, arch, qtype)
     hf = _reference(path)
+    assert hf.config.model_type == arch
     llm = load_llm(path, device="cpu", dtype="f32")
     ids = _prompt(llm.config.n_vocab)
     with torch.no_grad():

@@ -11,9 +11,9 @@ from ..errors import FormatError, UnsupportedError
 
 # Rotary embedding layouts.  "norm" rotates adjacent pairs (x[2i], x[2i+1]): llama.cpp's layout for Llama
 # GGUFs, whose converter permutes the Q/K rows to match.  "neox" rotates the halves (x[i], x[i+d/2]).
-ROPE_STYLES = {"llama": "norm", "mistral": "neox", "qwen2": "neox", "phi3": "neox"}
-# Mistral GGUFs differ: Hugging Face transformers, the reference these files are read against, applies no
-# permutation for them, so their stored rows are in the halves layout.
+# Mistral models are stored as "llama" (llama.cpp has no "mistral" architecture;
+# transformers reads such a file as MistralForCausalLM when general.name says mistral), so they run here as llama.
+ROPE_STYLES = {"llama": "norm", "qwen2": "neox", "phi3": "neox"}
 
 
 @dataclass(frozen=True)
