@@ -164,6 +164,10 @@ def main() -> None:
             results["matmul"] += bench_matmul(qtype, n, k, args)
         if qtype in tg.BLOCKS:
             results["dequantize"].append(bench_dequant(qtype, args))
+    # The K-quants without a GEMV fast path still have the dequantization kernel (the >= 1 TB/s goal).
+    for qtype in ("Q2_K", "Q3_K"):
+        if qtype not in args.types.split(","):
+            results["dequantize"].append(bench_dequant(qtype, args))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
