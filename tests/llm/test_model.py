@@ -94,9 +94,9 @@ def test_logits_and_greedy_match_transformers(root: str, arch: str, qtype: str) 
     assert ours.finish_reason == "length"
 
 
-@pytest.mark.parametrize("dtype", ["f16", "bf16"])
-def test_half_precision_logits_within_1e_2(root: str, dtype: str) -> None:
-    path = _model_file(root, "llama", "Q4_0")
+@pytest.mark.parametrize(("dtype", "qtype"), [("f16", "Q4_0"), ("bf16", "Q4_0"), ("f16", "F16")])
+def test_half_precision_logits_within_1e_2(root: str, dtype: str, qtype: str) -> None:
+    path = _model_file(root, "llama", qtype)
     llm = load_llm(path, device="cpu", dtype=dtype)
     ids = _prompt(llm.config.n_vocab)
     with torch.no_grad():
