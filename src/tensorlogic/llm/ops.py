@@ -8,20 +8,9 @@ float32, results in the activation type).
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-import os
-
 import torch
 
-
-@functools.cache
-def _have_triton() -> bool:
-    return importlib.util.find_spec("triton") is not None and os.environ.get("TL_NO_TRITON", "") in ("", "0")
-
-
-def use_triton(t: torch.Tensor) -> bool:
-    return t.device.type == "cuda" and _have_triton()
+from .kernels import use_triton
 
 
 def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Triton kernels for ``ops``: fused residual-add + RMSNorm, and RoPE + KV-cache write (one launch each)."""
+"""Triton kernels for ``ops``, one launch each: residual add + RMSNorm, RoPE + KV-cache write, decode attention
+(a split and a merge kernel), SiLU * mul."""
 
 from __future__ import annotations
 

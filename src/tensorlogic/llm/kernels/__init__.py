@@ -132,7 +132,7 @@ class QWeight:
             return self.raw.to(dtype)
         if self.raw.device.type == "cpu":
             return cpu.rows_float32(self, 0, self.shape[0]).to(dtype)
-        if _triton_ok(self.raw) and self.qtype in FUSED_TYPES and dtype in _X_DTYPES:
+        if use_triton(self.raw) and self.qtype in FUSED_TYPES and dtype in _X_DTYPES:
             return dequantize_cuda(self.raw, self.qtype, self.shape, dtype)
         return _dequantize_generic(self.raw, self.qtype, self.shape, dtype)
 
@@ -154,7 +154,8 @@ def _have_triton() -> bool:
     return importlib.util.find_spec("triton") is not None and os.environ.get("TL_NO_TRITON", "") in ("", "0")
 
 
-def _triton_ok(t: torch.Tensor) -> bool:
+def use_triton(t: torch.Tensor) -> bool:
+    """Whether work on ``t`` goes to the Triton kernels (a CUDA tensor, Triton installed, TL_NO_TRITON unset)."""
     return t.device.type == "cuda" and _have_triton()
 
 
@@ -193,7 +194,7 @@ def qmatmul(x: torch.Tensor, w: QWeight, *, out: torch.Tensor | None = None) -> 
         cpu.qmatmul(x2, w, out2)
     elif w.qtype in FLOAT_TYPES:
         _float_matmul(x2, w, out2)
-    elif w.qtype in FUSED_TYPES and _triton_ok(x2):
+    elif w.qtype in FUSED_TYPES and use_triton(x2):
         from . import triton_gguf
 
         triton_gguf.qmatmul(x2, w.raw, w.qtype, w.shape, out2)
@@ -207,7 +208,7 @@ def qmatmul_silu_mul(x: torch.Tensor, w: QWeight) -> torch.Tensor:
     x2, out, out2 = _prepare("qmatmul_silu_mul", x, w, 2 * w.shape[1], None)
     if x2.shape[0] == 0:
         return out
-    if x2.device.type == "cuda" and w.qtype in FUSED_TYPES and _triton_ok(x2):
+    if x2.device.type == "cuda" and w.qtype in FUSED_TYPES and use_triton(x2):
         from . import triton_gguf
 
         if x2.shape[0] <= triton_gguf.GEMV_MAX_ROWS:
@@ -239,7 +240,7 @@ def qembedding(w: QWeight, ids: torch.Tensor, dtype: torch.dtype = torch.float16
     rows = w.raw.index_select(0, flat)
     if w.qtype in FLOAT_TYPES:
         values = rows.to(dtype)
-    elif w.qtype in FUSED_TYPES and _triton_ok(rows) and dtype in _X_DTYPES:
+    elif w.qtype in FUSED_TYPES and use_triton(rows) and dtype in _X_DTYPES:
         values = dequantize_cuda(rows, w.qtype, (flat.numel(), w.shape[1]), dtype)
     else:
         values = _dequantize_generic(rows, w.qtype, (flat.numel(), w.shape[1]), dtype)
