@@ -202,7 +202,17 @@ def _summarize(value, full: bool) -> dict:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .errors import InputError
     from .model import load_model
+
+    batch = args.input_dir is not None or args.input_parquet is not None
+    if batch or args.output_parquet is not None:
+        if args.input or args.json:
+            raise InputError("--input and --json are for one prediction; a batch (--input-dir or --input-parquet) "
+                             "writes --output-parquet")
+        return _predict_batch(args)
+    if args.ray is not None or args.resume:
+        raise InputError("--ray and --resume run a batch: give --input-dir or --input-parquet and --output-parquet")
 
     model = load_model(args.model, device=args.device, function_name=args.function)
     try:
@@ -230,6 +240,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(f"{name}: {doc['value']}")
     finally:
         model.close()
+    return 0
+
+
+def _predict_batch(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .batch import run_job
+    from .errors import InputError
+
+    if args.output_parquet is None or (args.input_dir is None) == (args.input_parquet is None):
+        raise InputError("a batch needs --output-parquet and one of --input-dir and --input-parquet")
+    generate = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
+    console = Console(stderr=True)
+    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("predict", total=None)
+        result = run_job(args.model, args.output_parquet, input_dir=args.input_dir, input_parquet=args.input_parquet,
+                         ray_address=args.ray, resume=args.resume, batch_size=args.batch_size,
+                         num_gpus_per_actor=args.gpus_per_actor, concurrency=args.concurrency, device=args.device,
+                         outputs=args.output, generate=generate, function_name=args.function,
+                         progress=lambda done, total: bar.update(task, completed=done, total=total))
+    skipped = f"; {result.skipped} rows were already there" if result.skipped else ""
+    failed = f" ({result.errors} failed: see their error column)" if result.errors else ""
+    print(f"{result.rows} rows written to {result.output}{failed}{skipped}")
     return 0
 
 
@@ -333,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "gpu"], default=None)
     p.set_defaults(func=cmd_test)
 
-    p = sub.add_parser("predict", help="run a Core ML model on inputs read from files")
+    p = sub.add_parser("predict", help="run a Core ML model on inputs read from files, or a model (or GGUF LLM) over "
+                       "a folder or Parquet file into Parquet")
     p.add_argument("model")
     p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE",
                    help="an input: .npy array, image file or .json number/list (repeat per input)")
@@ -342,6 +378,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", action="append", default=None, metavar="NAME",
                    help="print only this output or intermediate variable (repeatable)")
     p.add_argument("--json", action="store_true", help="machine-readable output with every value")
+    b = p.add_argument_group("batch", "predict every file of --input-dir or row of --input-parquet into "
+                             "--output-parquet, in this process on --device, or on Ray Data actors with --ray; "
+                             "--output keeps only those outputs")
+    b.add_argument("--input-dir", metavar="DIR", help="a folder of images and .npy files (read recursively)")
+    b.add_argument("--input-parquet", metavar="FILE",
+                   help="a Parquet file with a column per model input (image or .npy bytes, lists, numbers), or a "
+                   "'prompt' column for a GGUF LLM; its 'key' column names the rows (default: row numbers)")
+    b.add_argument("--output-parquet", metavar="OUT",
+                   help="a new folder of Parquet parts: key, a column per output (arrays as .npy bytes), error")
+    b.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run on Ray: auto (the cluster 'ray start' runs here), local (a private one in this "
+                   "process) or HOST:PORT")
+    b.add_argument("--batch-size", type=int, default=32, help="rows per model call (default 32)")
+    b.add_argument("--gpus-per-actor", type=float, default=0, metavar="X",
+                   help="GPUs per Ray actor (default 0: CPU actors)")
+    b.add_argument("--concurrency", type=int, default=None, metavar="N",
+                   help="Ray actors, each holding the model once (default: as many as the cluster holds)")
+    b.add_argument("--resume", action="store_true", help="skip the rows --output-parquet already holds")
+    b.add_argument("--max-new-tokens", type=int, default=128, help="GGUF LLM: new tokens per prompt (default 128)")
+    b.add_argument("--temperature", type=float, default=0.8, help="GGUF LLM: 0 = greedy (default 0.8)")
+    b.add_argument("--seed", type=int, default=None, help="GGUF LLM: sampling seed, the same for every prompt")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("bench", help="time a Core ML model: latency, throughput, and the alternatives")
