@@ -255,13 +255,22 @@ def _predict_batch(args: argparse.Namespace) -> int:
     generate = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
     console = Console(stderr=True)
     columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task("predict", total=None)
+    bar = Progress(*columns, console=console)
+    task = bar.add_task("predict", total=None)
+
+    def progress(done: int, total: int) -> None:
+        if not bar.live.is_started:  # only once the inputs are found: a bad argument prints just its error
+            bar.start()
+        bar.update(task, completed=done, total=total)
+
+    try:
         result = run_job(args.model, args.output_parquet, input_dir=args.input_dir, input_parquet=args.input_parquet,
                          ray_address=args.ray, resume=args.resume, batch_size=args.batch_size,
                          num_gpus_per_actor=args.gpus_per_actor, concurrency=args.concurrency, device=args.device,
-                         outputs=args.output, generate=generate, function_name=args.function,
-                         progress=lambda done, total: bar.update(task, completed=done, total=total))
+                         outputs=args.output, generate=generate, function_name=args.function, progress=progress)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
     skipped = f"; {result.skipped} rows were already there" if result.skipped else ""
     failed = f" ({result.errors} failed: see their error column)" if result.errors else ""
     print(f"{result.rows} rows written to {result.output}{failed}{skipped}")

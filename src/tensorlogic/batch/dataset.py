@@ -85,7 +85,7 @@ def predict_dataset(model_path: str | os.PathLike, dataset: Any, *, batch_size: 
                                "prompt_column": prompt_column, "threads": threads, "function_name": function_name},
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=actors,
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=num_cpus_per_actor,
         num_gpus=num_gpus_per_actor or None,
     )
@@ -122,6 +122,10 @@ def run_job(model_path: str, output: str, *, input_dir: str | None = None, input
     """
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    try:
+        import pyarrow  # noqa: F401 - the output (and a Parquet input) is Parquet
+    except ImportError:
+        raise UnsupportedError("batch jobs read and write Parquet: pip install pyarrow (or 'ray[data]')") from None
     writer = PartWriter(output, resume=resume, part_rows=max(4096, batch_size))
     done = writer.done_keys() if resume else set()
     source: Source = open_source(input_dir, input_parquet, skip=done)

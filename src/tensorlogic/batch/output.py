@@ -32,7 +32,6 @@ class PartWriter:
         if self.folder.is_dir() and not resume and any(self.folder.iterdir()):
             raise InputError(f"--output-parquet {folder}: exists and is not empty; pass --resume to skip the rows "
                              "it holds, or choose a new name")
-        self.folder.mkdir(parents=True, exist_ok=True)
         for stale in self.folder.glob(".part-*.tmp"):
             stale.unlink()
         self.run_id = uuid.uuid4().hex[:8]
@@ -76,6 +75,7 @@ class PartWriter:
         if not self._pending:
             return
         table = pa.concat_tables(self._pending)
+        self.folder.mkdir(parents=True, exist_ok=True)  # only now: a job that fails to start leaves nothing
         name = f"part-{self.run_id}-{self._count:05d}.parquet"
         tmp = self.folder / f".{name}.tmp"
         with open(tmp, "wb") as fh:
