@@ -8,8 +8,10 @@ Both sides read the same JPEG files (random pixels, 224x224) and run the same fp
 batch size. The in-process loop decodes each batch with Pillow and calls ``Predictor.predict(batch, batch=True)``;
 Ray runs ``tensorlogic.batch.predict_dataset`` on a local cluster started here. Ray's time counts from the
 ``predict_dataset`` call to the last row in the driver, so it includes starting the actors and loading the model
-in each (``steady`` leaves out everything before the first batch arrives). On a CPU each actor gets
-``cores // actors`` torch threads (at least 1), the in-process loop all of them.
+in each; the start-up alone is timed as a job of one batch just before, and ``without start-up`` is
+``(images - batch) / (full - start-up)``, an estimate. The in-process loop is timed before and after the Ray runs
+(the ratios use their mean). On a CPU each actor gets ``cores // actors`` torch threads (at least 1), the
+in-process loop all of them.
 """
 
 from __future__ import annotations
@@ -91,31 +93,36 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def on_ray(model: Path, folder: Path, n: int, batch: int, actors: int, threads: int, gpus: float) -> dict:
+def _job(model: Path, folder: Path, batch: int, actors: int, threads: int, gpus: float) -> tuple[int, float]:
     from tensorlogic.batch import predict_dataset
 
     t0 = time.perf_counter()
     ds = predict_dataset(model, folder, batch_size=batch, concurrency=actors, num_cpus_per_actor=threads,
                          num_gpus_per_actor=gpus)
     rows = errors = 0
-    first_t = first_rows = None
     for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        if first_t is None:
-            first_t, first_rows = time.perf_counter(), table.num_rows
         rows += table.num_rows
         errors += table.num_rows - table.column("error").null_count
-    t1 = time.perf_counter()
-    if rows != n or errors:
-        raise SystemExit(f"ray run with {actors} actors: {rows} rows, {errors} errors (expected {n}, 0)")
-    steady = (rows - first_rows) / (t1 - first_t) if t1 > first_t and rows > first_rows else float("nan")
-    return {"actors": actors, "threads_per_actor": threads, "images_per_s": rows / (t1 - t0), "seconds": t1 - t0,
-            "steady_images_per_s": steady, "first_batch_s": first_t - t0}
+    if errors:
+        raise SystemExit(f"ray run with {actors} actors: {errors} rows failed")
+    return rows, time.perf_counter() - t0
+
+
+def on_ray(model: Path, folder: Path, one_batch: Path, n: int, batch: int, actors: int, threads: int,
+           gpus: float) -> dict:
+    _, startup = _job(model, one_batch, batch, actors, threads, gpus)
+    rows, elapsed = _job(model, folder, batch, actors, threads, gpus)
+    if rows != n:
+        raise SystemExit(f"ray run with {actors} actors: {rows} rows, expected {n}")
+    rest = (n - batch) / (elapsed - startup) if elapsed > startup else float("nan")
+    return {"actors": actors, "threads_per_actor": threads, "images_per_s": n / elapsed, "seconds": elapsed,
+            "startup_s": startup, "images_per_s_without_startup": rest}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--images", type=int, default=None, help="images (default 512 on cpu, 4096 on cuda)")
+    parser.add_argument("--images", type=int, default=None, help="images (default 2048 on cpu, 8192 on cuda)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--actors", default="1,2,4", help="CPU actor counts to time (cpu mode)")
     parser.add_argument("--cache", type=Path, default=ROOT / ".gpu" / "models", help="where the model is converted")
@@ -127,12 +134,16 @@ def main() -> None:
     import torch
 
     cores = os.cpu_count() or 1
-    n = args.images or (4096 if args.device == "cuda" else 512)
+    n = args.images or (8192 if args.device == "cuda" else 2048)
     model = args.model or make_model(args.cache)
     work = Path(tempfile.mkdtemp(prefix="bench_ray_"))
     try:
         folder = make_images(work / "images", n)
         files = sorted(folder.glob("*.jpg"))
+        one_batch = work / "one_batch"
+        one_batch.mkdir()
+        for f in files[: args.batch_size]:
+            shutil.copy(f, one_batch / f.name)
         counts = [int(a) for a in args.actors.split(",")] if args.device == "cpu" else [1]
         plans = [(a, max(1, cores // a) if args.device == "cpu" else max(1, cores - 1)) for a in counts]
         # Logical CPUs: every actor's share plus one for Ray Data's read tasks, however many cores there are.
@@ -144,19 +155,23 @@ def main() -> None:
                "ray": ray.__version__, "images": n, "batch_size": args.batch_size, "model": str(model),
                "date": time.strftime("%Y-%m-%d %H:%M:%S")}
         print(json.dumps(env), flush=True)
-        base = in_process(model, files, args.batch_size, args.device)
-        print(f"in-process ({torch.get_num_threads()} threads): {base['images_per_s']:8.1f} images/s  "
-              f"(load + warm-up {base['load_and_warmup_s']:.1f} s)", flush=True)
+        before = in_process(model, files, args.batch_size, args.device)
         runs = []
         for actors, threads in plans:
-            r = on_ray(model, folder, n, args.batch_size, actors, threads, 1.0 if args.device == "cuda" else 0)
+            runs.append(on_ray(model, folder, one_batch, n, args.batch_size, actors, threads,
+                               1.0 if args.device == "cuda" else 0))
+        after = in_process(model, files, args.batch_size, args.device)
+        base = {"before": before, "after": after,
+                "images_per_s": (before["images_per_s"] + after["images_per_s"]) / 2}
+        print(f"in-process ({torch.get_num_threads()} threads): {before['images_per_s']:8.1f} images/s before the "
+              f"Ray runs, {after['images_per_s']:8.1f} after (load + warm-up {before['load_and_warmup_s']:.1f} s)")
+        kind = "GPU" if args.device == "cuda" else "CPU"
+        for r in runs:
             r["ray_over_in_process"] = r["images_per_s"] / base["images_per_s"]
-            r["steady_over_in_process"] = r["steady_images_per_s"] / base["images_per_s"]
-            runs.append(r)
-            print(f"ray {actors} {'GPU' if args.device == 'cuda' else 'CPU'} actor(s) x {threads} threads: "
-                  f"{r['images_per_s']:8.1f} images/s = {r['ray_over_in_process']:.2f}x in-process; steady "
-                  f"{r['steady_images_per_s']:8.1f} = {r['steady_over_in_process']:.2f}x; first batch after "
-                  f"{r['first_batch_s']:.1f} s", flush=True)
+            r["without_startup_over_in_process"] = r["images_per_s_without_startup"] / base["images_per_s"]
+            print(f"ray {r['actors']} {kind} actor(s) x {r['threads_per_actor']} threads: {r['images_per_s']:8.1f} "
+                  f"images/s = {r['ray_over_in_process']:.2f}x in-process; start-up {r['startup_s']:.1f} s; "
+                  f"without it {r['images_per_s_without_startup']:8.1f} = {r['without_startup_over_in_process']:.2f}x")
         if args.json:
             args.json.write_text(json.dumps({"environment": env, "in_process": base, "ray": runs}, indent=2))
     finally:
