@@ -1,12 +1,12 @@
 """Quantized matmul on CUDA: our qmatmul per GGUF type and TinyLlama shape, against torch float16 matmul.
 
     python benchmarks/bench_qmatmul.py --json out.json            # the lead's H200 run
-    python benchmarks/bench_qmatmul.py --types Q4_0 --sweep       # also sweep GEMV block sizes
 
 For each type (F16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) and weight shape [out, in] of TinyLlama-1.1B
 (2048x2048 q/o, 256x2048 k/v, 5632x2048 gate/up, 2048x5632 down, 32000x2048 lm_head) it times
 ``qmatmul`` with 1 and 512 rows of float16 x, the forced paths at 512 rows (fused Triton GEMM vs
-dequantize + cuBLAS), torch's float16 matmul on the dequantized matrix, and ``dequantize_cuda``.
+dequantize + cuBLAS), torch's float16 matmul on the dequantized matrix, and the Triton dequantization
+(``triton_gguf.dequantize``).
 Times are medians over ``--iters`` runs after warm-up, from CUDA events around a CUDA graph of
 ``--graph-calls`` back-to-back calls (decode runs in a graph, so Python launch overhead is left out;
 ``eager_us`` is the plain per-call time for comparison). GB/s counts the weight bytes as stored
@@ -15,15 +15,14 @@ Times are medians over ``--iters`` runs after warm-up, from CUDA events around a
 Prediction (bandwidth math, H200: 4.8 TB/s HBM3e, ~4.0-4.3 TB/s reachable by a streaming read; a
 kernel inside a graph costs ~2 us at least, so matrices under ~8 MB are latency-bound):
 - rows=1, Q4_0 (0.5625 B/weight): 2048x2048 is 2.36 MB -> ~3 us (~0.8 TB/s effective); 5632x2048
-  6.5 MB -> ~3.5 us (~1.9 TB/s); 32000x2048 36.9 MB -> ~12 us (~3 TB/s). Q4_K/Q5_K (16-byte aligned
-  quant runs, vectorized loads) should come closest to HBM speed; Q4_0/Q8_0/Q6_K blocks are only
-  2-byte aligned, so their loads are 1-2 bytes per lane and may cap near 50-70% of HBM on large
-  matrices. F16 through cuBLAS GEMV: 32000x2048 is 131 MB -> ~33 us (~4 TB/s).
+  6.5 MB -> ~3.5 us (~1.9 TB/s); 32000x2048 36.9 MB -> ~12 us (~3 TB/s). (Written when the kernels read
+  GGUF order, where Q4_0/Q8_0/Q6_K blocks are only 2-byte aligned; the device layout now gives every
+  type 16-byte-aligned quant runs.) F16 through cuBLAS GEMV: 32000x2048 is 131 MB -> ~33 us (~4 TB/s).
 - rows=512: compute-bound for cuBLAS: 2*512*2048*2048 = 4.3 GFLOP -> ~7 us at ~600 TFLOP/s, plus the
   dequantization into scratch (8.4 MB of float16 written and re-read, ~3-4 us) -> ~11 us; 32000x2048
   67 GFLOP -> ~110 us + ~35 us. The fused Triton GEMM should lose at 512 rows (no TMA/wgmma pipeline
   for a register-dequantized operand) and win or tie at 16-64 rows.
-- dequantize_cuda: writing float16 bounds it at 4.8 TB/s * 2 / (2 + bytes per weight) ~ 3.7 TB/s of
+- dequantize: writing float16 bounds it at 4.8 TB/s * 2 / (2 + bytes per weight) ~ 3.7 TB/s of
   output for Q4_0; expected 1.5-2.5 TB/s (goal >= 1 TB/s).
 - Decode, TinyLlama Q4_0: 582 MB of weights per token; at ~3 TB/s that is ~0.2 ms, so per-token time
   is dominated by the ~220 kernels of a layer stack (~2-3 us each in a graph): ~1500 tok/s possible.
@@ -40,7 +39,7 @@ import sys
 
 import torch
 
-from tensorlogic.llm.kernels import QWeight, dequantize_cuda, qmatmul
+from tensorlogic.llm.kernels import QWeight, qmatmul
 from tensorlogic.llm.kernels import triton_gguf as tg
 
 SHAPES = [(2048, 2048), (256, 2048), (5632, 2048), (2048, 5632), (32000, 2048)]
@@ -114,26 +113,6 @@ def bench_matmul(qtype: str, n: int, k: int, args) -> list[dict]:
                    "TFLOPs": round(2 * rows * n * k / graphed / 1e6, 2)}
             rows_out.append(row)
             print(json.dumps(row), flush=True)
-    if args.sweep and qtype != "F16":
-        x = torch.randn(1, k, device="cuda", dtype=torch.float16)
-        out = torch.empty(1, n, device="cuda", dtype=torch.float16)
-        sub = tg.SUB_BLOCK[qtype]
-        for block_n in (1, 2, 4, 8, 16):
-            for block_k in (256, 512, 1024, 2048):
-                for warps in (2, 4, 8):
-                    if block_k > 2 * k:
-                        continue
-                    cfg = (1, block_n, block_k // sub, warps)
-                    fn = lambda c=cfg: tg.qmatmul(x, w.raw, qtype, w.shape, out, path="gemv", config=c)  # noqa: E731
-                    graphed, _ = time_us(fn, max(5, args.iters // 4), args.graph_calls)
-                    # "config" is what triton_gguf.GEMV_CONFIGS[(type, n, k)] takes.
-                    row = {"type": qtype, "shape": f"{n}x{k}", "rows": 1, "impl": "sweep",
-                           "config": (block_n, block_k, warps),
-                           "us": round(graphed, 2), "weight_GBps": round(w.nbytes / graphed / 1e3, 1)}
-                    rows_out.append(row)
-                    print(json.dumps(row), flush=True)
-        best = min((r for r in rows_out if r["impl"] == "sweep"), key=lambda r: r["us"])
-        print(f"best GEMV config: GEMV_CONFIGS[({qtype!r}, {n}, {k})] = {tuple(best['config'])}  # {best['us']} us")
     return rows_out
 
 
@@ -141,8 +120,9 @@ def bench_dequant(qtype: str, args) -> dict:
     n, k = 32000, 2048
     w = make_weight(qtype, n, k)
     out = torch.empty(n, k, device="cuda", dtype=torch.float16)
-    graphed, eager = time_us(lambda: dequantize_cuda(w.raw, qtype, w.shape, torch.float16, out=out), args.iters, 4)
-    row = {"type": qtype, "shape": f"{n}x{k}", "impl": "dequantize_cuda", "us": round(graphed, 2),
+    # The weight is already in the kernels' device layout; dequantize_cuda would repack GGUF bytes first.
+    graphed, eager = time_us(lambda: tg.dequantize(w.raw, qtype, out), args.iters, 4)
+    row = {"type": qtype, "shape": f"{n}x{k}", "impl": "dequantize", "us": round(graphed, 2),
            "eager_us": round(eager, 2), "out_TBps": round(out.numel() * 2 / graphed / 1e6, 3)}
     print(json.dumps(row), flush=True)
     return row
@@ -153,7 +133,6 @@ def main() -> None:
     parser.add_argument("--types", default=",".join(TYPES))
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--graph-calls", type=int, default=20)
-    parser.add_argument("--sweep", action="store_true", help="also sweep GEMV block sizes at rows=1")
     parser.add_argument("--json", help="write all results to this file")
     args = parser.parse_args()
     if not torch.cuda.is_available():

@@ -7,7 +7,8 @@ than any decode step will (a step reads each of its ~150 matrices once). Here ev
 copy of the matrix, cycling through enough copies to exceed L2 several times over, so the time is what HBM
 gives. For each type and TinyLlama decode shape (fused QKV 2560x2048, o 2048x2048, fused gate+up 11264x2048,
 down 2048x5632 with SiLU*mul fused into its input, head 32000x2048) it times every (BLOCK_N, K per step,
-warps) in the grid and prints the best; ``--table`` prints them as ``triton_gguf.GEMV_CONFIGS`` entries.
+warps, pipeline stages, X_FULL, programs per SM) in the grid and prints the best; ``--table`` prints them as
+``triton_gguf.GEMV_CONFIGS`` entries.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_qmatmul import make_weight  # noqa: E402
 
 SHAPES = [(2560, 2048, False), (2048, 2048, False), (11264, 2048, False), (2048, 5632, True), (32000, 2048, False)]
-GRID = list(itertools.product((2, 4, 8, 16), (256, 512, 1024), (4, 8)))
 COLD_BYTES = 400 << 20
 
 
@@ -52,7 +52,7 @@ def time_cold(calls: list, reps: int = 5) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def sweep(qtype: str, n: int, k: int, silu: bool) -> list[dict]:
+def sweep(qtype: str, n: int, k: int, silu: bool, grid: list[tuple[int, ...]]) -> list[dict]:
     w0 = make_weight(qtype, n, k)
     copies = max(4, COLD_BYTES // w0.nbytes)
     raws = [w0.raw] + [w0.raw.clone() for _ in range(copies - 1)]
@@ -60,21 +60,31 @@ def sweep(qtype: str, n: int, k: int, silu: bool) -> list[dict]:
     out = torch.empty(1, n, device="cuda", dtype=torch.float16)
     rows = []
     sub = tg.SUB_BLOCK[qtype]
-    for block_n, k_step, warps in [(None, None, None)] + GRID:
+    # Every configuration's output is checked against float32 dequantize-then-matmul before it is timed.
+    xs = x.float()
+    if silu:
+        xs = torch.nn.functional.silu(xs[:, :k]) * xs[:, k:]
+    ref = xs @ w0.dequantize(torch.float32).T
+    for block_n, k_step, warps, stages, x_full, per_sm in [(None,) * 6] + grid:
         if k_step is not None and (k_step > k or k_step < sub):
             continue
-        config = None if block_n is None else (1, block_n, k_step // sub, warps)
+        config = None if block_n is None else (1, block_n, k_step // sub, warps, stages, bool(x_full), per_sm)
 
         def call(raw: torch.Tensor, config=config) -> None:
             tg.qmatmul(x, raw, qtype, (n, k), out, silu_mul=silu, path="gemv", config=config)
 
         try:
+            call(raws[0])
+            err = float((out.float() - ref).abs().max() / ref.abs().max())
+            if not err < 1e-2:
+                print(f"  {qtype} {n}x{k} {config}: WRONG, relative error {err:.3g}", flush=True)
+                continue
             us = time_cold([lambda r=r: call(r) for r in raws])
         except Exception as exc:  # a tile too large for the registers or shared memory: not a candidate
             print(f"  {qtype} {n}x{k} {config}: {type(exc).__name__}", flush=True)
             continue
-        rows.append({"type": qtype, "n": n, "k": k, "silu_mul": silu,
-                     "config": "heuristic" if config is None else [block_n, k_step, warps],
+        knobs = "heuristic" if config is None else [block_n, k_step, warps, stages, bool(x_full), per_sm]
+        rows.append({"type": qtype, "n": n, "k": k, "silu_mul": silu, "config": knobs,
                      "us": round(us, 2), "GBps": round(w0.nbytes / us / 1e3, 1)})
     del raws
     torch.cuda.empty_cache()
@@ -86,11 +96,19 @@ def main() -> None:
     ap.add_argument("--types", default="Q4_0,Q8_0,Q4_K,Q6_K")
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--block-n", default="2,4,8,16", help="rows per program to try")
+    ap.add_argument("--k-steps", default="256,512,1024", help="elements of K per step to try")
+    ap.add_argument("--warps", default="4,8")
+    ap.add_argument("--stages", default="1,2,3", help="software-pipelining depths of the K loop to try")
+    ap.add_argument("--x-full", default="0,1", help="X_FULL values to try (x loaded in the weight tile's shape)")
+    ap.add_argument("--per-sm", default="0,4,8", help="grid caps in programs per SM to try (0: one per row tile)")
     args = ap.parse_args()
+    knobs = (args.block_n, args.k_steps, args.warps, args.stages, args.x_full, args.per_sm)
+    grid = list(itertools.product(*([int(v) for v in a.split(",")] for a in knobs)))
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": [], "best": []}
     for qtype in args.types.split(","):
         for n, k, silu in SHAPES:
-            rows = sweep(qtype, n, k, silu)
+            rows = sweep(qtype, n, k, silu, grid)
             result["rows"] += rows
             heur = next(r for r in rows if r["config"] == "heuristic")
             best = min(rows, key=lambda r: r["us"])
@@ -101,8 +119,8 @@ def main() -> None:
     if args.table:
         for b in result["best"]:
             if b["config"] != "heuristic":
-                print(f'    ("{b["type"]}", {b["n"]}, {b["k"]}): ({b["config"][0]}, {b["config"][1]}, '
-                      f'{b["config"][2]}),  # {b["us"]} us cold, heuristic {b["heuristic_us"]}')
+                print(f'    ("{b["type"]}", {b["n"]}, {b["k"]}): {tuple(b["config"])},  # {b["us"]} us cold, '
+                      f'heuristic {b["heuristic_us"]}')
 
 
 if __name__ == "__main__":

@@ -47,13 +47,21 @@ def dequant_case(qtype: str, dtype: torch.dtype) -> float:
     return float((abs(got - w64) - (EPS[dtype] + EPS32) * abs(w64)).max())
 
 
-def matmul_case(qtype: str, path: str, m: int, dtype: torch.dtype, silu_mul: bool = False) -> float:
+def matmul_case(qtype: str, path: str, m: int, dtype: torch.dtype, silu_mul: bool = False,
+                looped: bool = False) -> float:
+    """``looped``: the GEMV with its other knobs flipped: 2-row tiles on 4 programs (the interpreter's
+    "multiprocessors"), so each program loops over several tiles, a 2-stage pipeline, X_FULL the other way."""
     from tensorlogic.llm.kernels import triton_gguf
 
     raw, w64, n, k = _weight(qtype, 2)
     x = torch.randn(m, 2 * k if silu_mul else k, generator=torch.Generator().manual_seed(3)).to(dtype)
     out = torch.empty(m, n, dtype=dtype)
-    triton_gguf.qmatmul(x, raw, qtype, (n, k), out, silu_mul=silu_mul, path=path)
+    config = None
+    if looped:
+        block_m, _, g, warps, _, x_full, _ = triton_gguf.gemv_config(qtype, m, n, k)
+        config = (block_m, 2, g, warps, 2, not x_full, 1)
+    triton_gguf.qmatmul(x, triton_gguf.pack(raw, qtype), qtype, (n, k), out, silu_mul=silu_mul, path=path,
+                        config=config)
     operand_eps = EPS[dtype] if path == "gemm" and dtype != torch.float32 else 0.0
     if silu_mul:
         g, u = x[:, :k].double(), x[:, k:].double()
@@ -62,21 +70,34 @@ def matmul_case(qtype: str, path: str, m: int, dtype: torch.dtype, silu_mul: boo
     return excess(out, x, w64, operand_eps)
 
 
+def pack_case(qtype: str) -> float:
+    """0 when the device layout has 16-byte rows and unpacks to the same GGUF bytes, else 1."""
+    from tensorlogic.llm.kernels import triton_gguf
+
+    raw, _, n, k = _weight(qtype, 4)
+    packed = triton_gguf.pack(raw, qtype)
+    same = packed.shape == (n, triton_gguf.packed_row_bytes(qtype, k)) and packed.shape[1] % 16 == 0
+    return 0.0 if same and torch.equal(triton_gguf.unpack(packed, qtype, k), raw) else 1.0
+
+
 def cases() -> dict[str, Callable[[], float]]:
     f32, f16 = torch.float32, torch.float16
     found: dict[str, Callable[[], float]] = {}
     for q in TYPES:
+        found[f"pack-{q}"] = functools.partial(pack_case, q)
         found[f"dequant-{q}-float32"] = functools.partial(dequant_case, q, f32)
         found[f"gemv-{q}-m1-float32"] = functools.partial(matmul_case, q, "gemv", 1, f32)
         found[f"gemv-{q}-m3-float16"] = functools.partial(matmul_case, q, "gemv", 3, f16)
+        found[f"gemv-looped-{q}-m3-float16"] = functools.partial(matmul_case, q, "gemv", 3, f16, looped=True)
         found[f"gemm-{q}-m20-float16"] = functools.partial(matmul_case, q, "gemm", 20, f16)
     for q in ("Q4_0", "Q6_K"):
         found[f"dequant-{q}-float16"] = functools.partial(dequant_case, q, f16)
         found[f"cublas-{q}-m20-float32"] = functools.partial(matmul_case, q, "cublas", 20, f32)
-    for q in ("Q4_0", "Q4_K", "Q6_K"):
+    for q in ("Q4_0", "Q4_K", "Q5_K", "Q6_K"):
         found[f"silu-{q}-m2-float32"] = functools.partial(matmul_case, q, "gemv", 2, f32, True)
     found["gemm-Q4_K-m20-float32"] = functools.partial(matmul_case, "Q4_K", "gemm", 20, f32)
     found["gemv-Q5_K-m8-float32"] = functools.partial(matmul_case, "Q5_K", "gemv", 8, f32)
+    found["silu-looped-Q4_0-m1-float32"] = functools.partial(matmul_case, "Q4_0", "gemv", 1, f32, True, True)
     return found
 
 

@@ -250,8 +250,11 @@ def test_cuda_silu_mul(qtype, cuda_weights):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_cuda_dequantize(qtype, dtype, cuda_weights):
     w, w64 = cuda_weights(qtype, 5632, 2048)
-    got = dequantize_cuda(w.raw, qtype, w.shape, dtype).double()
-    assert float(((got - w64).abs() - (EPS[dtype] + EPS32) * w64.abs()).max()) <= 0
+    assert w.packed
+    bound = (EPS[dtype] + EPS32) * w64.abs()
+    # From GGUF bytes (the public function) and from the weight's device layout.
+    for got in (dequantize_cuda(w.gguf_bytes(), qtype, w.shape, dtype), w.dequantize(dtype)):
+        assert float(((got.double() - w64).abs() - bound).max()) <= 0
     ids = torch.tensor([[5, 0], [5631, 17]], device="cuda")
     np.testing.assert_array_equal(qembedding(w, ids, torch.float32).cpu().numpy(),
                                   w64[ids].float().cpu().numpy())

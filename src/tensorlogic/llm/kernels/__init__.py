@@ -1,7 +1,8 @@
 """Matmuls that read GGUF weights as stored: fused dequantize-matmul Triton kernels on CUDA, a CPU path.
 
 A ``QWeight`` holds one [out_features, in_features] matrix in its GGUF encoding on a device (quantized
-types as their raw block bytes, one row of blocks per output feature). ``qmatmul(x, w)`` computes
+types as their raw block bytes, one row of blocks per output feature; on CUDA with Triton the same
+bytes in the kernels' device layout, ``triton_gguf.pack``). ``qmatmul(x, w)`` computes
 ``x @ W.T`` with float32 accumulation, and never materializes the whole matrix in float16:
 
 - CUDA, Triton installed, a type of ``FUSED_TYPES``: Triton kernels (``triton_gguf``) that dequantize
@@ -47,9 +48,12 @@ class QWeight:
 
     ``raw`` is uint8 [out, row_bytes] for block types (each row is in/block_size blocks, as in the
     file), or a float16/bfloat16/float32 [out, in] tensor for F16/BF16/F32. ``name`` only labels errors.
+    A block type on a CUDA device with Triton is stored in the Triton kernels' device layout instead
+    (``packed``: the same bytes, each row's quants, scales and f16 fields in 16-byte-aligned planes);
+    ``gguf_bytes()`` gives the GGUF rows back.
     """
 
-    __slots__ = ("qtype", "shape", "raw", "name")
+    __slots__ = ("qtype", "shape", "raw", "name", "packed")
 
     def __init__(self, qtype: str, shape: Sequence[int], raw: torch.Tensor, name: str | None = None):
         self.name = name
@@ -76,6 +80,26 @@ class QWeight:
         self.qtype = qtype
         self.shape = (out_f, in_f)
         self.raw = raw.contiguous()
+        self.packed = qtype in FUSED_TYPES and use_triton(raw)
+        if self.packed:
+            from . import triton_gguf
+
+            self.raw = triton_gguf.pack(self.raw, qtype)
+
+    @classmethod
+    def _stored(cls, qtype: str, shape: tuple[int, int], raw: torch.Tensor, name: str | None, packed: bool) -> QWeight:
+        """A QWeight around bytes already in its storage layout (no checks, no repacking)."""
+        w = cls.__new__(cls)
+        w.qtype, w.shape, w.raw, w.name, w.packed = qtype, shape, raw, name, packed
+        return w
+
+    def gguf_bytes(self) -> torch.Tensor:
+        """``raw`` in GGUF row order (the stored tensor itself unless it is in the device layout)."""
+        if not self.packed:
+            return self.raw
+        from . import triton_gguf
+
+        return triton_gguf.unpack(self.raw, self.qtype, self.shape[1])
 
     @classmethod
     def from_gguf(cls, gguf: Any, name: str, device: torch.device | str = "cpu") -> QWeight:
@@ -111,9 +135,11 @@ class QWeight:
                     f"QWeight.cat: {_label(w)} is {w.qtype} [{w.shape[0]}, {w.shape[1]}] on {w.raw.device}, "
                     f"{_label(first)} is {first.qtype} [{first.shape[0]}, {first.shape[1]}] on {first.raw.device}"
                 )
-        names = [w.name for w in ws if w.name]
-        raw = torch.cat([w.raw for w in ws], dim=0)
-        return QWeight(first.qtype, (raw.shape[0], first.shape[1]), raw, name="+".join(names) or None)
+        name = "+".join(w.name for w in ws if w.name) or None
+        rows = sum(w.shape[0] for w in ws)
+        if all(w.packed for w in ws):  # rows of the device layout stack as GGUF rows do
+            return QWeight._stored(first.qtype, (rows, first.shape[1]), torch.cat([w.raw for w in ws]), name, True)
+        return QWeight(first.qtype, (rows, first.shape[1]), torch.cat([w.gguf_bytes() for w in ws]), name=name)
 
     @property
     def nbytes(self) -> int:
@@ -124,7 +150,7 @@ class QWeight:
         return self.raw.device
 
     def to(self, device: torch.device | str) -> QWeight:
-        return QWeight(self.qtype, self.shape, self.raw.to(device), name=self.name)
+        return QWeight(self.qtype, self.shape, self.gguf_bytes().to(device), name=self.name)
 
     def dequantize(self, dtype: torch.dtype = torch.float16) -> torch.Tensor:
         """The whole matrix in ``dtype`` (for tests and small tensors)."""
@@ -132,8 +158,8 @@ class QWeight:
             return self.raw.to(dtype)
         if self.raw.device.type == "cpu":
             return cpu.rows_float32(self, 0, self.shape[0]).to(dtype)
-        if use_triton(self.raw) and self.qtype in FUSED_TYPES and dtype in _X_DTYPES:
-            return dequantize_cuda(self.raw, self.qtype, self.shape, dtype)
+        if self.packed:
+            return _dequantize_packed(self.raw, self.qtype, self.shape, dtype)
         return _dequantize_generic(self.raw, self.qtype, self.shape, dtype)
 
     def __repr__(self) -> str:
@@ -194,7 +220,7 @@ def qmatmul(x: torch.Tensor, w: QWeight, *, out: torch.Tensor | None = None) -> 
         cpu.qmatmul(x2, w, out2)
     elif w.qtype in FLOAT_TYPES:
         _float_matmul(x2, w, out2)
-    elif w.qtype in FUSED_TYPES and use_triton(x2):
+    elif w.packed:
         from . import triton_gguf
 
         triton_gguf.qmatmul(x2, w.raw, w.qtype, w.shape, out2)
@@ -208,7 +234,7 @@ def qmatmul_silu_mul(x: torch.Tensor, w: QWeight) -> torch.Tensor:
     x2, out, out2 = _prepare("qmatmul_silu_mul", x, w, 2 * w.shape[1], None)
     if x2.shape[0] == 0:
         return out
-    if x2.device.type == "cuda" and w.qtype in FUSED_TYPES and use_triton(x2):
+    if w.packed:
         from . import triton_gguf
 
         if x2.shape[0] <= triton_gguf.GEMV_MAX_ROWS:
@@ -240,8 +266,8 @@ def qembedding(w: QWeight, ids: torch.Tensor, dtype: torch.dtype = torch.float16
     rows = w.raw.index_select(0, flat)
     if w.qtype in FLOAT_TYPES:
         values = rows.to(dtype)
-    elif w.qtype in FUSED_TYPES and use_triton(rows) and dtype in _X_DTYPES:
-        values = dequantize_cuda(rows, w.qtype, (flat.numel(), w.shape[1]), dtype)
+    elif w.packed:
+        values = _dequantize_packed(rows, w.qtype, (flat.numel(), w.shape[1]), dtype)
     else:
         values = _dequantize_generic(rows, w.qtype, (flat.numel(), w.shape[1]), dtype)
     return values.reshape(*ids.shape, w.shape[1])
@@ -278,8 +304,17 @@ def dequantize_cuda(
 
     block, block_bytes = gguf_quants.TYPE_INFO[qtype]
     cols = dims[-1] if dims else 1
-    triton_gguf.dequantize(raw.reshape(-1, cols // block * block_bytes), qtype, out.view(-1, cols))
+    packed = triton_gguf.pack(raw.reshape(-1, cols // block * block_bytes), qtype)
+    triton_gguf.dequantize(packed, qtype, out.view(-1, cols))
     return out
+
+
+def _dequantize_packed(packed: torch.Tensor, qtype: str, shape: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+    """Rows in the device layout as a ``dtype`` matrix (float32 for a dtype the kernels do not write)."""
+    from . import triton_gguf
+
+    out = torch.empty(shape, dtype=dtype if dtype in _X_DTYPES else torch.float32, device=packed.device)
+    return triton_gguf.dequantize(packed, qtype, out)
 
 
 def _float_matmul(x2: torch.Tensor, w: QWeight, out2: torch.Tensor) -> None:
