@@ -2,6 +2,8 @@
 # The LLM acceptance run on the lent H200, from the repository root, in one call:
 #   bash benchmarks/llm_device_run.sh            (MODE=full, the default: about 9 minutes at most)
 #   MODE=smoke bash benchmarks/llm_device_run.sh (CUDA tests + ours on a 2-layer model + a cmake configure)
+#   MODE=kernels bash benchmarks/llm_device_run.sh (no llama.cpp: CUDA tests, the cold GEMV sweep, a profile
+#                                                   and ours on the 22-layer F16/Q8_0/Q4_0 models)
 # Needs carried: .whl (gguf, lark wheels), build/llama/src (trimmed llama.cpp source).
 # Writes under $OUT: llm_results.json (everything measured), run.log, llama_build.log, pytest_cuda.xml,
 # qmatmul.json (when benchmarks/bench_qmatmul.py exists). Every step runs under a time limit cut to what is left
@@ -70,7 +72,9 @@ CMAKE_ARGS=(-B build/llama/b -S build/llama/src "${GEN[@]}" -DCMAKE_BUILD_TYPE=R
     -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF -DGGML_NATIVE=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF
     -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF)
 [ -n "$NVCC" ] && CMAKE_ARGS+=("-DCMAKE_CUDA_COMPILER=$NVCC")
-if [ "$MODE" = smoke ]; then
+if [ "$MODE" = kernels ]; then
+    echo "llama.cpp: not built in this mode"
+elif [ "$MODE" = smoke ]; then
     # Only configure, to catch a CMake/CUDA problem before the full run.
     step llama_configure 90 cmake "${CMAKE_ARGS[@]}" > "$OUT/llama_build.log" 2>&1
     echo "llama.cpp configure rc=$? (log: llama_build.log)"
@@ -88,7 +92,17 @@ bench() {  # bench NAME MAX_S ARGS...  -> $WORK/NAME.json
 }
 
 # (3) while it builds: our models, ours and transformers eager, the CUDA tests, the kernel benchmark.
-if [ "$MODE" = smoke ]; then
+if [ "$MODE" = kernels ]; then
+    step make_models 150 $PY benchmarks/make_tinyllama_gguf.py --out-dir $MODELS --layers "$LAYERS" \
+        --types F16,Q8_0,Q4_0 --jobs 8
+    step pytest_cuda 150 $PY -m pytest -m cuda tests/llm -q -p no:cacheprovider --junitxml="$OUT/pytest_cuda.xml"
+    for t in F16 Q8_0 Q4_0; do
+        bench "ours_$t" 75 --model $MODELS/tinyllama-$t.gguf --ours
+    done
+    step profile_Q4_0 60 $PY benchmarks/profile_llm.py --model $MODELS/tinyllama-Q4_0.gguf --json "$OUT/profile_Q4_0.json"
+    step sweep_gemv 300 $PY benchmarks/sweep_gemv.py --types "${SWEEP_TYPES:-Q4_0,Q8_0,Q4_K,Q5_K,Q6_K}" \
+        --block-n 2,4,8 --k-steps 1024,2048 --warps 4 --stages 1,2,3 --x-full 0,1 --json "$OUT/sweep_gemv.json"
+elif [ "$MODE" = smoke ]; then
     step make_models 120 $PY benchmarks/make_tinyllama_gguf.py --out-dir $MODELS --layers 2 --types F16,Q4_0 \
         --prefix tiny2 --jobs 4
     step pytest_cuda 240 $PY -m pytest -m cuda tests/llm -q -p no:cacheprovider --junitxml="$OUT/pytest_cuda.xml"

@@ -109,15 +109,16 @@ def test_half_precision_logits_within_1e_2(root: str, dtype: str, qtype: str) ->
 @pytest.mark.parametrize(("arch", "qtype"), [("llama", "Q4_K_M"), ("llama", "F16"), ("qwen2", "Q4_0"),
                                              ("phi3", "Q8_0"), ("llama", "Q6_K")])
 def test_cuda_graph_decode_logits_match_transformers(root: str, arch: str, qtype: str) -> None:
-    """The CUDA path end to end: f16 prefill, then one decode step per token through the CUDA graphs, the
-    Triton RoPE, attention and GEMV kernels, across an attention-span bucket boundary (256)."""
+    """The CUDA path end to end: an f16 prefill through its CUDA graph (250 tokens padded to the 256 bucket),
+    then one decode step per token through the decode graphs, the Triton RoPE, attention and GEMV kernels,
+    across an attention-span bucket boundary (256)."""
     path = _model_file(root, arch, qtype)
     llm = load_llm(path, device="cuda", dtype="f16")
     n = llm.config.n_vocab
     ids = [(i * 7919 + 13) % n for i in range(300)]
     model = llm.model
     prefix = 250
-    steps = [model.forward(torch.tensor([ids[:prefix]], device="cuda"), 0)[:, -1].float().cpu()]
+    steps = [model.prefill(torch.tensor([ids[:prefix]], device="cuda")).float().cpu()]
     for pos in range(prefix, len(ids)):
         steps.append(model.decode(torch.tensor([[ids[pos]]], device="cuda"), pos).float().cpu())
     ours = torch.cat(steps)

@@ -128,9 +128,9 @@ class LLM:
         new = ids[keep:]
         self._cached = ids[:keep]  # what stays valid if this forward is interrupted
         tensor = torch.tensor([new], device=self.device)
-        logits = self.model.forward(tensor, keep) if keep or len(new) > 1 else self.model.forward(tensor, 0)
+        logits = self.model.forward(tensor, keep)[:, -1] if keep else self.model.prefill(tensor)
         self._cached = list(ids)
-        return logits[:, -1]
+        return logits
 
     @torch.inference_mode()
     def stream(self, prompt: str | Sequence[int], max_new_tokens: int = 128, *, temperature: float = 0.8,
@@ -251,7 +251,7 @@ class LLM:
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         sync()
         t0 = time.perf_counter()
-        self.model.forward(ids, 0)
+        self.model.prefill(ids)
         sync()
         self._cached = []
         return time.perf_counter() - t0

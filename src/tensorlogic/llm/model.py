@@ -2,7 +2,9 @@
 
 One forward serves prefill and decode: new tokens' keys and values go into a static KV cache on the device, and
 attention reads the cache up to a length bucket.  Decode steps on CUDA replay one CUDA graph per bucket, with the
-position held in a device tensor, so a token costs one graph launch.
+position held in a device tensor, so a token costs one graph launch.  A first prefill on CUDA replays one graph
+per prompt-length bucket too (``PREFILL_BUCKETS``): a prefill is a few hundred kernels, and launching them from
+Python took several times longer than running them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from .kernels import QWeight, qembedding, qmatmul, qmatmul_silu_mul
 
 # Attention reads the cache up to the smallest bucket holding every position, so short contexts read little.
 _MIN_BUCKET = 256
+# Prompt lengths a first prefill is padded to on CUDA (steps of at most 1.5x, then the context length).
+PREFILL_BUCKETS = tuple(b for p in range(4, 16) for b in (1 << p, 3 << (p - 1)))
 
 
 # Weights whose outputs are used side by side (q, k, v; gate, up): one stacked matrix when they share a type,
@@ -115,6 +119,8 @@ class Transformer:
         self.k_cache = torch.zeros(shape, device=device, dtype=dtype)
         self.v_cache = torch.zeros(shape, device=device, dtype=dtype)
         self._graphs: dict[int, _DecodeGraph] = {}
+        self._prefill_graphs: dict[int, _PrefillGraph] = {}
+        self._prefill_pool: Any = None
 
     def _rope_tables(self) -> None:
         cfg = self.cfg
@@ -133,12 +139,13 @@ class Transformer:
         return sum(_nbytes(m) for m in mats)
 
     def forward(self, ids: torch.Tensor, start: int | torch.Tensor, *, span: int | None = None,
-                all_logits: bool = False) -> torch.Tensor:
+                all_logits: bool = False, last: torch.Tensor | None = None) -> torch.Tensor:
         """Run ``ids`` [B, T] at positions start..start+T-1 after the cached ones; return float32 logits.
 
         ``start`` is an int, or a device tensor of shape [1] (CUDA graphs: the position must not be a Python
         number).  ``span`` is how much of the cache attention reads; by default everything up to the last token.
-        Logits are for the last position only unless ``all_logits``.
+        Logits are for the last position only unless ``all_logits``; ``last`` (a device tensor [1]) picks another
+        position instead (a padded prefill).
         """
         cfg = self.cfg
         b, t = ids.shape
@@ -175,7 +182,7 @@ class Transformer:
             following = self.layers[i + 1].attn_norm if i + 1 < len(self.layers) else self.out_norm
             x = ops.add_rms_norm(h, down, following, eps)
         if not all_logits:
-            x = x[:, -1:]
+            x = x[:, -1:] if last is None else x.index_select(1, last)
         return qmatmul(x, self.output).float()
 
     def _attend(self, i: int, layer: _Layer, qkv: torch.Tensor, row: int, positions: torch.Tensor, t: int,
@@ -203,6 +210,27 @@ class Transformer:
         while span < length:
             span *= 2
         return min(span, self.n_ctx)
+
+    def prefill(self, ids: torch.Tensor) -> torch.Tensor:
+        """A first prefill (empty cache) of ``ids`` [1, T]: logits [1, vocab] of the last position.
+
+        On CUDA the prompt is padded at the end to a ``PREFILL_BUCKETS`` length and one CUDA graph per bucket
+        runs it. Padding changes nothing for the prompt (causal attention: no position sees a later one), and
+        the padding's cache entries lie past the prompt, where each decode step writes its own before reading.
+        """
+        t = ids.shape[1]
+        if t > self.n_ctx:
+            raise InputError(f"context of {t} tokens is longer than the {self.n_ctx} this model was loaded with "
+                             f"({self.path.name})")
+        if self.device.type != "cuda" or ids.shape[0] != 1 or t < 2:
+            return self.forward(ids, 0)[:, -1]
+        length = next((b for b in PREFILL_BUCKETS if b >= t and b <= self.n_ctx), self.n_ctx)
+        graph = self._prefill_graphs.get(length)
+        if graph is None:
+            if self._prefill_pool is None:
+                self._prefill_pool = torch.cuda.graph_pool_handle()
+            graph = self._prefill_graphs[length] = _PrefillGraph(self, length, self._prefill_pool)
+        return graph.run(ids)
 
     def decode(self, token: torch.Tensor, pos: int) -> torch.Tensor:
         """One decode step for batch row 0: ``token`` [1, 1] at position ``pos``; returns logits [1, vocab]."""
@@ -241,6 +269,37 @@ class _DecodeGraph:
         self.pos.fill_(pos)
         self.graph.replay()
         return self.logits
+
+
+class _PrefillGraph:
+    """A first prefill of ``length`` tokens captured as a CUDA graph; inputs are static buffers.
+
+    The graphs of all lengths share one memory pool: they never run concurrently, and ``run`` returns a copy of
+    the logits, so what one replay leaves in the pool is never read after another.
+    """
+
+    def __init__(self, model: Transformer, length: int, pool: Any):
+        self.ids = torch.zeros((1, length), dtype=torch.long, device=model.device)
+        self.last = torch.zeros((1,), dtype=torch.long, device=model.device)
+        stream = torch.cuda.Stream(model.device)
+        stream.wait_stream(torch.cuda.current_stream(model.device))
+        # Warm-up runs compile kernels and size the scratch buffers; the cache entries they write are all
+        # overwritten by the real prefill that follows.
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                model.forward(self.ids, 0, last=self.last)
+        torch.cuda.current_stream(model.device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool):
+            self.logits = model.forward(self.ids, 0, last=self.last)[:, -1]
+
+    def run(self, ids: torch.Tensor) -> torch.Tensor:
+        t = ids.shape[1]
+        self.ids[:, :t].copy_(ids)
+        self.ids[:, t:].zero_()
+        self.last.fill_(t - 1)
+        self.graph.replay()
+        return self.logits.clone()
 
 
 def default_dtype(device: torch.device, requested: Any = None) -> torch.dtype:
