@@ -9,9 +9,9 @@ batch size. The in-process loop decodes each batch with Pillow and calls ``Predi
 Ray runs ``tensorlogic.batch.predict_dataset`` on a local cluster started here. Ray's time counts from the
 ``predict_dataset`` call to the last row in the driver, so it includes starting the actors and loading the model
 in each; the start-up alone is timed as a job of one batch just before, and ``without start-up`` is
-``(images - batch) / (full - start-up)``, an estimate. The in-process loop is timed before and after the Ray runs
-(the ratios use their mean). On a CPU each actor gets ``cores // actors`` torch threads (at least 1), the
-in-process loop all of them.
+``(images - batch) / (full - start-up)``, an estimate. The in-process loop is timed before the cluster starts and
+after it stops (the ratios use their mean): Ray's idle daemons slow it down on a small machine. On a CPU each
+actor gets ``cores // actors`` torch threads (at least 1), the in-process loop all of them.
 """
 
 from __future__ import annotations
@@ -146,6 +146,8 @@ def main() -> None:
             shutil.copy(f, one_batch / f.name)
         counts = [int(a) for a in args.actors.split(",")] if args.device == "cpu" else [1]
         plans = [(a, max(1, cores // a) if args.device == "cpu" else max(1, cores - 1)) for a in counts]
+        # Before the cluster starts (and again after it stops): its idle daemons would slow the loop down.
+        before = in_process(model, files, args.batch_size, args.device)
         # Logical CPUs: every actor's share plus one for Ray Data's read tasks, however many cores there are.
         ray.init(address="local", num_cpus=max(a * t for a, t in plans) + 1, include_dashboard=False,
                  _node_ip_address="127.0.0.1", logging_level="WARNING", log_to_driver=False)
@@ -155,16 +157,17 @@ def main() -> None:
                "ray": ray.__version__, "images": n, "batch_size": args.batch_size, "model": str(model),
                "date": time.strftime("%Y-%m-%d %H:%M:%S")}
         print(json.dumps(env), flush=True)
-        before = in_process(model, files, args.batch_size, args.device)
         runs = []
         for actors, threads in plans:
             runs.append(on_ray(model, folder, one_batch, n, args.batch_size, actors, threads,
                                1.0 if args.device == "cuda" else 0))
+        ray.shutdown()
         after = in_process(model, files, args.batch_size, args.device)
         base = {"before": before, "after": after,
                 "images_per_s": (before["images_per_s"] + after["images_per_s"]) / 2}
         print(f"in-process ({torch.get_num_threads()} threads): {before['images_per_s']:8.1f} images/s before the "
-              f"Ray runs, {after['images_per_s']:8.1f} after (load + warm-up {before['load_and_warmup_s']:.1f} s)")
+              f"cluster starts, {after['images_per_s']:8.1f} after it stops (load + warm-up "
+              f"{before['load_and_warmup_s']:.1f} s)")
         kind = "GPU" if args.device == "cuda" else "CPU"
         for r in runs:
             r["ray_over_in_process"] = r["images_per_s"] / base["images_per_s"]

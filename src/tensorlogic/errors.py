@@ -63,6 +63,10 @@ class InputError(TensorLogicError):
     """Inputs given to predict do not match the model's description (name, shape, dtype, state)."""
 
 
+class JobError(TensorLogicError):
+    """A batch job failed as a whole (its Ray cluster, or an actor that cannot start), not row by row."""
+
+
 class ScriptError(TensorLogicError):
     """A TensorLogic script failed to parse or to run.
 

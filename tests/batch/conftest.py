@@ -1,9 +1,8 @@
-"""One real local Ray cluster per session (two CPU actors plus a CPU for the read tasks), the models and the
-generated inputs the batch tests share."""
+"""One real local Ray cluster for the batch tests (two CPU actors plus a CPU for the read tasks), the models and
+the generated inputs they share."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +13,17 @@ N_IMAGES = 300
 IMAGE_SIZE = (12, 16)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_cluster():
-    """A local head on 127.0.0.1 with 3 logical CPUs: 2 for the actors, 1 left for Ray Data's read tasks."""
+    """A local head on 127.0.0.1 with 3 logical CPUs: 2 for the actors, 1 left for Ray Data's read tasks.
+
+    One cluster for all of tests/batch (the session's only Ray tests), shut down when they end so that its
+    processes do not sit beside the rest of the suite."""
     try:
         import ray
         import ray.data  # noqa: F401 - the tests need Ray Data, not only Ray core
     except ImportError as e:
         pytest.skip(f"ray[data] is not installed ({e}); `make test` installs it with the dev extra")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     ray.init(address="local", num_cpus=3, include_dashboard=False, _node_ip_address="127.0.0.1",
              object_store_memory=256 * 2**20, logging_level="WARNING", log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False

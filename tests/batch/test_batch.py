@@ -17,7 +17,7 @@ import tensorlogic as tl
 from tensorlogic.batch import BatchPredictor, PartWriter, load_array, predict_dataset, run_job
 from tensorlogic.batch.sources import open_source
 from tensorlogic.cli import main as tl_main
-from tensorlogic.errors import FormatError, InputError
+from tensorlogic.errors import FormatError, InputError, UnsupportedError
 
 from .conftest import N_IMAGES
 
@@ -255,23 +255,39 @@ def test_a_bad_row_in_a_stacked_batch_fails_alone(flex_batch_model, npy_dir):
     assert "x" in table[3]["error"] and "9" in table[3]["error"]
 
 
-def test_parquet_input_with_columns_and_keys(flex_batch_model, npy_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("cells", ["npy bytes", "nested lists"])
+def test_parquet_input_with_columns_and_keys(flex_batch_model, npy_dir, tmp_path, monkeypatch, cells):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     files = sorted(npy_dir.glob("*.npy"))[:10]
-    cells = []
-    for f in files:
-        cells.append(f.read_bytes())
-    pq.write_table(pa.table({"key": [f.stem for f in files], "x": cells}), tmp_path / "in.parquet")
+    column = [f.read_bytes() if cells == "npy bytes" else np.load(f).tolist() for f in files]
+    pq.write_table(pa.table({"key": [f.stem for f in files], "x": column}), tmp_path / "in.parquet")
     result = run_job(str(flex_batch_model), str(tmp_path / "out.parquet"), input_parquet=str(tmp_path / "in.parquet"),
                      device="cpu", batch_size=4)
     assert (result.rows, result.errors) == (10, 0)
     rows = _parquet_rows(tmp_path / "out.parquet")
     model = _reference_model(flex_batch_model, monkeypatch)
     for f in files:
-        (name, expected), = model.predict({"x": np.load(f)}).items()
+        # Lists arrive as float64: predict casts them to the declared type, as it does any array.
+        (name, expected), = model.predict({"x": np.load(f).astype(np.float64)}).items()
         assert _same(rows[f.stem][name], expected)
+
+
+def test_a_model_no_actor_can_load_fails_the_job_in_one_line(ray_cluster, image_model, image_dir, tmp_path,
+                                                              capsys):
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.zeros(2, np.float32)}, tmp_path / "w.safetensors")
+    with pytest.raises(UnsupportedError, match="w.safetensors: batch inference runs Core ML models and GGUF"):
+        predict_dataset(tmp_path / "w.safetensors", image_dir)
+    # Only the actors find this out (the driver never builds the model): Ray's traceback becomes one line.
+    code = tl_main(["predict", str(image_model), "--input-dir", str(image_dir), "--output-parquet",
+                    str(tmp_path / "o.parquet"), "--ray", "local", "--function", "nope"])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after the progress bar's line
+    assert code == 2 and "Traceback" not in err, err
+    assert last.startswith("tl: error: the Ray job failed: ") and "no function named 'nope'" in last
 
 
 def test_bad_arguments_give_one_line_errors(image_model, tmp_path, capsys):

@@ -9,10 +9,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InputError, UnsupportedError
+from ..errors import InputError, JobError, UnsupportedError
 from .output import PartWriter
 from .sources import Source, open_source
-from .worker import BatchPredictor
+from .worker import BatchPredictor, check_runnable
 
 
 def _ray() -> Any:
@@ -24,7 +24,7 @@ def _ray() -> Any:
     return ray
 
 
-def connect(address: str = "local", num_cpus: int | None = None) -> None:
+def connect(address: str = "local") -> None:
     """Join the Ray cluster at ``address`` (``auto``: the one ``ray start`` runs here; ``local``: start one in this
     process; else ``HOST:PORT`` or ``ray://...``). A process already connected stays on its cluster."""
     ray = _ray()
@@ -33,13 +33,31 @@ def connect(address: str = "local", num_cpus: int | None = None) -> None:
     options: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": False}
     if address == "local":
         # A private head on the loopback address: nothing listens beyond this machine.
-        options.update(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+        options.update(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
     else:
         options["address"] = address
     try:
         ray.init(**options)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise InputError(f"--ray {address}: cannot connect to a Ray cluster ({' '.join(str(e).split())})") from None
+
+
+def _check_model(model_path: str | os.PathLike) -> None:
+    """Fail here, in one line, on a model no actor could load, rather than in every actor's traceback."""
+    from ..formats import open_model_file
+
+    file = open_model_file(model_path)
+    try:
+        check_runnable(file, model_path)
+    finally:
+        file.close()
+
+
+def _job_error(error: Exception) -> JobError:
+    """A Ray failure as one line: the last ``Type: message`` line of the remote traceback Ray carries."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    found = [line for line in lines if ": " in line and line.split(":", 1)[0].replace(".", "").isidentifier()]
+    return JobError(f"the Ray job failed: {found[-1] if found else lines[0] if lines else type(error).__name__}")
 
 
 def _default_concurrency(ray: Any, num_cpus: float, num_gpus: float) -> int:
@@ -67,9 +85,14 @@ def predict_dataset(model_path: str | os.PathLike, dataset: Any, *, batch_size: 
     GGUF LLM generates for each prompt with the ``generate`` options (``max_new_tokens``, ``temperature``,
     ``seed``, ...). The schema is ``BatchPredictor``'s: ``key``, one column per output, ``error``.
     """
+    from ..runtime.compiled import MODES
+
     ray = _ray()
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
+    if mode not in MODES:
+        raise InputError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    _check_model(model_path)
     connect()
     if isinstance(dataset, (str, os.PathLike)):
         path = os.fspath(dataset)
@@ -145,9 +168,15 @@ def run_job(model_path: str, output: str, *, input_dir: str | None = None, input
             predictor = BatchPredictor(model_path, device=device, mode=mode, outputs=outputs, generate=generate,
                                        prompt_column=prompt_column, function_name=function_name)
             tables = (predictor(batch) for batch in source.batches(batch_size))
-        for table in tables:
-            writer.add(table)
-            if progress:
-                progress(writer.rows, total)
-    writer.flush()
+        try:
+            for table in tables:
+                writer.add(table)
+                if progress:
+                    progress(writer.rows, total)
+        except Exception as e:
+            if ray_address is not None and isinstance(e, _ray().exceptions.RayError):
+                raise _job_error(e) from None
+            raise
+        finally:
+            writer.flush()  # what arrived stays written, so --resume continues from there
     return JobResult(writer.rows, writer.errors, len(done), str(output))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -73,12 +74,26 @@ def decode_file(data: bytes, feature: Any) -> Any:
 
 
 def _cell(value: Any, feature: Any) -> Any:
-    """One column cell as a predict input: bytes are decoded as a file, lists become arrays."""
+    """One column cell as a predict input: bytes are decoded as a file, (nested) lists become arrays."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return decode_file(bytes(value), feature)
-    if isinstance(value, np.ndarray) and value.dtype == object:
-        return np.asarray([np.asarray(v) for v in value]) if len(value) else value
+    return _dense(value)
+
+
+def _dense(value: Any) -> Any:
+    # Arrow list columns arrive as object arrays of arrays, one level per nesting.
+    if isinstance(value, np.ndarray) and value.dtype == object and len(value):
+        return np.stack([_dense(v) for v in value])
     return value
+
+
+def check_runnable(file: Any, model_path: str | os.PathLike) -> None:
+    """Raise UnsupportedError unless the opened model file is one batch inference runs."""
+    from ..errors import UnsupportedError
+
+    if file.format not in ("CoreML", "GGUF"):
+        raise UnsupportedError(f"{model_path}: batch inference runs Core ML models and GGUF LLMs; this is "
+                               f"{file.format}, which holds weights only")
 
 
 class BatchPredictor:
@@ -95,7 +110,6 @@ class BatchPredictor:
                  prompt_column: str = "prompt", threads: int | None = None, function_name: str | None = None):
         import torch
 
-        from ..errors import UnsupportedError
         from ..formats import open_model_file
 
         if threads:
@@ -108,17 +122,15 @@ class BatchPredictor:
         self.format = file.format
         self.llm: Any = None
         self.predictor: Any = None
+        check_runnable(file, model_path)
         if file.format == "GGUF":
             from ..llm import load_llm
 
             self.llm = load_llm(file, device=device)
-        elif file.format == "CoreML":
+        else:
             from ..runtime.predictor import Predictor
 
             self.predictor = Predictor(file, device=device, mode=mode, function_name=function_name)
-        else:
-            raise UnsupportedError(f"{model_path}: batch inference runs Core ML models and GGUF LLMs; this is "
-                                   f"{file.format}, which holds weights only")
         self.schema = self._schema()
 
     # --- the output schema ---------------------------------------------------------------------
