@@ -125,7 +125,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None, help="images (default 2048 on cpu, 8192 on cuda)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--actors", default="1,2,4", help="CPU actor counts to time (cpu mode)")
-    parser.add_argument("--cache", type=Path, default=ROOT / ".gpu" / "models", help="where the model is converted")
+    parser.add_argument("--cache", type=Path, default=ROOT / "build" / "bench-models",
+                        help="where the model is converted (default build/bench-models, git-ignored)")
     parser.add_argument("--model", type=Path, default=None, help="an image-input .mlpackage instead of MobileNetV2")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
