@@ -143,6 +143,18 @@ def test_cuda_graph_decode_logits_match_transformers(root: str, arch: str, qtype
     assert (hf_logits.max(-1).values - chosen <= 1e-2 * hf_logits.abs().max()).all()
 
 
+def test_prefill_buckets_pad_by_at_most_half_and_stop_at_the_context() -> None:
+    from tensorlogic.llm.model import PREFILL_BUCKETS, prefill_bucket
+
+    assert all(b < c <= 1.5 * b for b, c in zip(PREFILL_BUCKETS, PREFILL_BUCKETS[1:]))
+    for t in range(2, 2049):
+        length = prefill_bucket(t, 2048)
+        assert length is not None and t <= length <= max(16, 1.5 * t)
+    assert prefill_bucket(250, 2048) == 256 and prefill_bucket(257, 2048) == 384
+    assert prefill_bucket(2049, 4096) is None  # longer prompts run eagerly
+    assert prefill_bucket(290, 300) is None  # no bucket fits the context: eagerly too
+
+
 def test_batch_logits_pad_on_the_right(root: str) -> None:
     path = _model_file(root, "qwen2", "F16")
     llm = load_llm(path, device="cpu", dtype="f32")

@@ -24,13 +24,19 @@ from .kernels import QWeight, qembedding, qmatmul, qmatmul_silu_mul
 
 # Attention reads the cache up to the smallest bucket holding every position, so short contexts read little.
 _MIN_BUCKET = 256
-# Prompt lengths a first prefill is padded to on CUDA (steps of at most 1.5x, then the context length).
-PREFILL_BUCKETS = tuple(b for p in range(4, 16) for b in (1 << p, 3 << (p - 1)))
+# Prompt lengths a first prefill is padded to on CUDA (steps of at most 1.5x). Longer prompts run eagerly: their
+# kernels outlast their launches, and a graph would hold activation memory for every bucket captured.
+PREFILL_BUCKETS = tuple(b for p in range(4, 11) for b in (1 << p, 3 << (p - 1))) + (2048,)
 
 
 # Weights whose outputs are used side by side (q, k, v; gate, up): one stacked matrix when they share a type,
 # else the separate matrices (Q4_K_M files store attn_v and some ffn weights in Q6_K, the rest in Q4_K).
 Stacked = QWeight | tuple[QWeight, ...]
+
+
+def prefill_bucket(t: int, n_ctx: int) -> int | None:
+    """The graph length a first prefill of ``t`` tokens is padded to, or None (run it eagerly)."""
+    return next((b for b in PREFILL_BUCKETS if t <= b <= n_ctx), None)
 
 
 def _stack(ws: list[QWeight]) -> Stacked:
@@ -214,17 +220,18 @@ class Transformer:
     def prefill(self, ids: torch.Tensor) -> torch.Tensor:
         """A first prefill (empty cache) of ``ids`` [1, T]: logits [1, vocab] of the last position.
 
-        On CUDA the prompt is padded at the end to a ``PREFILL_BUCKETS`` length and one CUDA graph per bucket
-        runs it. Padding changes nothing for the prompt (causal attention: no position sees a later one), and
-        the padding's cache entries lie past the prompt, where each decode step writes its own before reading.
+        On CUDA a prompt of up to 2,048 tokens is padded at the end to a ``PREFILL_BUCKETS`` length that fits the
+        context, and one CUDA graph per bucket runs it. Padding changes nothing for the prompt (causal attention:
+        no position sees a later one), and the padding's cache entries lie past the prompt, where each decode
+        step writes its own before reading.
         """
         t = ids.shape[1]
         if t > self.n_ctx:
             raise InputError(f"context of {t} tokens is longer than the {self.n_ctx} this model was loaded with "
                              f"({self.path.name})")
-        if self.device.type != "cuda" or ids.shape[0] != 1 or t < 2:
+        length = prefill_bucket(t, self.n_ctx)
+        if self.device.type != "cuda" or ids.shape[0] != 1 or t < 2 or length is None:
             return self.forward(ids, 0)[:, -1]
-        length = next((b for b in PREFILL_BUCKETS if b >= t and b <= self.n_ctx), self.n_ctx)
         graph = self._prefill_graphs.get(length)
         if graph is None:
             if self._prefill_pool is None:
