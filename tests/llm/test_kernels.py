@@ -47,11 +47,16 @@ CPU_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", *KQUA
 @pytest.mark.parametrize("qtype", CPU_TYPES)
 @pytest.mark.parametrize("xdtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_cpu_qmatmul(qtype, xdtype):
+    from tensorlogic.llm.kernels import cpu
+
     w, w64 = _weight(qtype, 48, 512)
     x = torch.randn(2, 3, 512, generator=torch.Generator().manual_seed(1)).to(xdtype)
     y = qmatmul(x, w)
     assert y.shape == (2, 3, 48) and y.dtype == xdtype
-    _check(y, x, w64)
+    int4 = xdtype == torch.bfloat16 and qtype in cpu.INT4_TYPES and cpu._have_int4_matmul()
+    assert (w._int4 is not None) == int4  # bfloat16 x on Q4_0/Q4_K takes torch's int4 matmul
+    # Its scales and offsets are bfloat16: each weight is rounded about as a bfloat16 operand would be.
+    _check(y, x, w64, EPS[torch.bfloat16] if int4 else 0.0)
 
 
 def test_cpu_qmatmul_chunks_rows(monkeypatch):

@@ -94,7 +94,7 @@ def test_logits_and_greedy_match_transformers(root: str, arch: str, qtype: str) 
     assert ours.finish_reason == "length"
 
 
-@pytest.mark.parametrize(("dtype", "qtype"), [("f16", "Q4_0"), ("bf16", "Q4_0"), ("f16", "F16")])
+@pytest.mark.parametrize(("dtype", "qtype"), [("f16", "Q4_0"), ("bf16", "Q4_0"), ("bf16", "Q4_K_M"), ("f16", "F16")])
 def test_half_precision_logits_within_1e_2(root: str, dtype: str, qtype: str) -> None:
     path = _model_file(root, "llama", qtype)
     llm = load_llm(path, device="cpu", dtype=dtype)

@@ -53,7 +53,7 @@ class QWeight:
     ``gguf_bytes()`` gives the GGUF rows back.
     """
 
-    __slots__ = ("qtype", "shape", "raw", "name", "packed")
+    __slots__ = ("qtype", "shape", "raw", "name", "packed", "_int4")
 
     def __init__(self, qtype: str, shape: Sequence[int], raw: torch.Tensor, name: str | None = None):
         self.name = name
@@ -80,6 +80,7 @@ class QWeight:
         self.qtype = qtype
         self.shape = (out_f, in_f)
         self.raw = raw.contiguous()
+        self._int4 = None  # the CPU int4 matmul's copy (kernels.cpu.int4_weight), built when first needed
         self.packed = qtype in FUSED_TYPES and use_triton(raw)
         if self.packed:
             from . import triton_gguf
@@ -90,7 +91,7 @@ class QWeight:
     def _stored(cls, qtype: str, shape: tuple[int, int], raw: torch.Tensor, name: str | None, packed: bool) -> QWeight:
         """A QWeight around bytes already in its storage layout (no checks, no repacking)."""
         w = cls.__new__(cls)
-        w.qtype, w.shape, w.raw, w.name, w.packed = qtype, shape, raw, name, packed
+        w.qtype, w.shape, w.raw, w.name, w.packed, w._int4 = qtype, shape, raw, name, packed, None
         return w
 
     def gguf_bytes(self) -> torch.Tensor:

@@ -3,6 +3,12 @@
 Only one chunk of float32 rows (``CHUNK_ELEMENTS``) exists at a time, so a large quantized matrix is
 never expanded whole. The numpy dequantizers of ``formats.gguf_quants`` are bit-exact with gguf-py and
 faster on the CPU than the torch ones.
+
+bfloat16 activations on Q4_0/Q4_K weights take torch's int4 CPU matmul instead (``INT4_TYPES``): both
+types are 4-bit values with one scale and offset per 32 weights, which is that kernel's format, and it
+multiplies ~15x faster than dequantizing chunks (11264x2048, one row, 2 cores: 3.4 ms against 52 ms).
+The repacked weight is built at the first such matmul and kept beside the GGUF bytes (a second copy,
+1.1x their size); its scales and offsets are bfloat16, so the weights are rounded as bfloat16 operands.
 """
 
 from __future__ import annotations
@@ -31,6 +37,48 @@ def rows_float32(w: QWeight, start: int, stop: int) -> torch.Tensor:
     return torch.from_numpy(values)
 
 
+INT4_TYPES = ("Q4_0", "Q4_K")
+_INT4_GROUP = 32
+
+
+def _have_int4_matmul() -> bool:
+    return hasattr(torch, "_weight_int4pack_mm_for_cpu") and hasattr(torch, "_convert_weight_to_int4pack_for_cpu")
+
+
+def _int4_fields(raw: np.ndarray, qtype: str, n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q4_0/Q4_K rows as (q int32 [n, k] in 0..15, scale and offset float32 [n, k / 32]): w = (q - 8) * scale +
+    offset, the value gguf-py gives each weight (ggml-common.h block_q4_0 / block_q4_K)."""
+    if qtype == "Q4_0":
+        blocks = raw.reshape(n, k // 32, 18)
+        scale = blocks[:, :, :2].copy().view("<f2")[:, :, 0].astype(np.float32)
+        qs = blocks[:, :, 2:]
+        q = np.concatenate([qs & 15, qs >> 4], axis=-1)  # element t: low nibble of byte t, t + 16: high
+        return q.reshape(n, k).astype(np.int32), scale, np.zeros_like(scale)
+    blocks = raw.reshape(n, k // 256, 144)
+    d = blocks[:, :, 0:2].copy().view("<f2")[:, :, 0].astype(np.float32)[:, :, None]
+    dmin = blocks[:, :, 2:4].copy().view("<f2")[:, :, 0].astype(np.float32)[:, :, None]
+    f = blocks[:, :, 4:16].astype(np.int32)  # the 12 bytes of 6-bit scales and mins of 8 sub-blocks
+    sc = np.concatenate([f[:, :, 0:4] & 63, (f[:, :, 8:12] & 15) | ((f[:, :, 0:4] >> 6) << 4)], axis=-1)
+    mn = np.concatenate([f[:, :, 4:8] & 63, (f[:, :, 8:12] >> 4) | ((f[:, :, 4:8] >> 6) << 4)], axis=-1)
+    runs = blocks[:, :, 16:].reshape(n, k // 256, 4, 32)  # run j: sub-block 2j in low nibbles, 2j + 1 in high
+    q = np.stack([runs & 15, runs >> 4], axis=3).reshape(n, k)
+    scale = d * sc
+    offset = 8 * scale - dmin * mn
+    return q.astype(np.int32), scale.reshape(n, -1), offset.reshape(n, -1)
+
+
+def int4_weight(w: QWeight) -> tuple[torch.Tensor, torch.Tensor]:
+    """``w`` (Q4_0/Q4_K on the CPU) in torch's int4 matmul format: (packed uint8, bfloat16 [k / 32, n, 2]
+    scales and offsets), built once and kept on ``w``."""
+    if w._int4 is None:
+        n, k = w.shape
+        q, scale, offset = _int4_fields(np.ascontiguousarray(w.raw.numpy()), w.qtype, n, k)
+        packed = torch._convert_weight_to_int4pack_for_cpu(torch.from_numpy(q), 1)
+        fields = torch.from_numpy(np.stack([scale.T, offset.T], axis=-1)).to(torch.bfloat16).contiguous()
+        w._int4 = packed, fields
+    return w._int4
+
+
 def chunk_rows(in_features: int) -> int:
     """Weight rows per chunk for rows of ``in_features`` elements."""
     return max(1, CHUNK_ELEMENTS // max(in_features, 1))
@@ -42,6 +90,10 @@ def qmatmul(x2: torch.Tensor, w: QWeight, out2: torch.Tensor) -> torch.Tensor:
         # Half activations on half weights: one oneDNN matmul on the stored weights (float32 accumulation, the
         # output rounded to x's type as every path rounds it), 10-15x faster than casting chunks to float32.
         torch.matmul(x2, w.raw.T, out=out2)
+        return out2
+    if x2.dtype == torch.bfloat16 and w.qtype in INT4_TYPES and _have_int4_matmul():
+        packed, fields = int4_weight(w)
+        out2.copy_(torch._weight_int4pack_mm_for_cpu(x2, packed, _INT4_GROUP, fields))
         return out2
     x32 = x2.float()
     if w.qtype == "F32":
