@@ -101,7 +101,7 @@ if [ "$MODE" = kernels ]; then
     done
     step profile_Q4_0 60 $PY benchmarks/profile_llm.py --model $MODELS/tinyllama-Q4_0.gguf --json "$OUT/profile_Q4_0.json"
     step sweep_gemv 300 $PY benchmarks/sweep_gemv.py --types "${SWEEP_TYPES:-Q4_0,Q8_0,Q4_K,Q5_K,Q6_K}" \
-        --block-n 2,4,8 --k-steps 1024,2048 --warps 4 --stages 1,2,3 --x-full 0,1 --json "$OUT/sweep_gemv.json"
+        --block-n 2,4,8 --k-steps 1024,2048 --warps 4 --x-full 0,1 --json "$OUT/sweep_gemv.json"
 elif [ "$MODE" = smoke ]; then
     step make_models 120 $PY benchmarks/make_tinyllama_gguf.py --out-dir $MODELS --layers 2 --types F16,Q4_0 \
         --prefix tiny2 --jobs 4
@@ -117,7 +117,7 @@ else
     bench transformers_eager_F16 120 --model $MODELS/tinyllama-F16.gguf --transformers eager
     step pytest_cuda 150 $PY -m pytest -m cuda tests/llm -q -p no:cacheprovider --junitxml="$OUT/pytest_cuda.xml"
     step sweep_gemv 170 $PY benchmarks/sweep_gemv.py --types "${SWEEP_TYPES:-Q4_0,Q8_0,Q6_K}" --block-n 4,8 \
-        --k-steps 1024,2048 --warps 4 --stages 1,3 --x-full 0,1 --per-sm 0,4,8 --json "$OUT/sweep_gemv.json"
+        --k-steps 1024,2048 --warps 4,8 --x-full 0,1 --json "$OUT/sweep_gemv.json"
 
     # (4) llama.cpp: wait for the build (leaving time for what follows), K-quants, llama-bench on every file.
     BUILD_DEADLINE=$((DEADLINE - 170))

@@ -7,7 +7,7 @@ than any decode step will (a step reads each of its ~150 matrices once). Here ev
 copy of the matrix, cycling through enough copies to exceed L2 several times over, so the time is what HBM
 gives. For each type and TinyLlama decode shape (fused QKV 2560x2048, o 2048x2048, fused gate+up 11264x2048,
 down 2048x5632 with SiLU*mul fused into its input, head 32000x2048) it times every (BLOCK_N, K per step,
-warps, pipeline stages, X_FULL, programs per SM) in the grid and prints the best; ``--table`` prints them as
+warps, X_FULL) in the grid and prints the best; ``--table`` prints them as
 ``triton_gguf.GEMV_CONFIGS`` entries.
 """
 
@@ -65,10 +65,10 @@ def sweep(qtype: str, n: int, k: int, silu: bool, grid: list[tuple[int, ...]]) -
     if silu:
         xs = torch.nn.functional.silu(xs[:, :k]) * xs[:, k:]
     ref = xs @ w0.dequantize(torch.float32).T
-    for block_n, k_step, warps, stages, x_full, per_sm in [(None,) * 6] + grid:
+    for block_n, k_step, warps, x_full in [(None,) * 4] + grid:
         if k_step is not None and (k_step > k or k_step < sub):
             continue
-        config = None if block_n is None else (1, block_n, k_step // sub, warps, stages, bool(x_full), per_sm)
+        config = None if block_n is None else (1, block_n, k_step // sub, warps, bool(x_full))
 
         def call(raw: torch.Tensor, config=config) -> None:
             tg.qmatmul(x, raw, qtype, (n, k), out, silu_mul=silu, path="gemv", config=config)
@@ -83,7 +83,7 @@ def sweep(qtype: str, n: int, k: int, silu: bool, grid: list[tuple[int, ...]]) -
         except Exception as exc:  # a tile too large for the registers or shared memory: not a candidate
             print(f"  {qtype} {n}x{k} {config}: {type(exc).__name__}", flush=True)
             continue
-        knobs = "heuristic" if config is None else [block_n, k_step, warps, stages, bool(x_full), per_sm]
+        knobs = "heuristic" if config is None else [block_n, k_step, warps, bool(x_full)]
         rows.append({"type": qtype, "n": n, "k": k, "silu_mul": silu, "config": knobs,
                      "us": round(us, 2), "GBps": round(w0.nbytes / us / 1e3, 1)})
     del raws
@@ -99,11 +99,9 @@ def main() -> None:
     ap.add_argument("--block-n", default="2,4,8,16", help="rows per program to try")
     ap.add_argument("--k-steps", default="256,512,1024", help="elements of K per step to try")
     ap.add_argument("--warps", default="4,8")
-    ap.add_argument("--stages", default="1,2,3", help="software-pipelining depths of the K loop to try")
     ap.add_argument("--x-full", default="0,1", help="X_FULL values to try (x loaded in the weight tile's shape)")
-    ap.add_argument("--per-sm", default="0,4,8", help="grid caps in programs per SM to try (0: one per row tile)")
     args = ap.parse_args()
-    knobs = (args.block_n, args.k_steps, args.warps, args.stages, args.x_full, args.per_sm)
+    knobs = (args.block_n, args.k_steps, args.warps, args.x_full)
     grid = list(itertools.product(*([int(v) for v in a.split(",")] for a in knobs)))
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": [], "best": []}
     for qtype in args.types.split(","):

@@ -48,18 +48,17 @@ def dequant_case(qtype: str, dtype: torch.dtype) -> float:
 
 
 def matmul_case(qtype: str, path: str, m: int, dtype: torch.dtype, silu_mul: bool = False,
-                looped: bool = False) -> float:
-    """``looped``: the GEMV with its other knobs flipped: 2-row tiles on 4 programs (the interpreter's
-    "multiprocessors"), so each program loops over several tiles, a 2-stage pipeline, X_FULL the other way."""
+                flipped: bool = False) -> float:
+    """``flipped``: the GEMV with 2-row tiles and X_FULL the other way round from ``gemv_config``'s choice."""
     from tensorlogic.llm.kernels import triton_gguf
 
     raw, w64, n, k = _weight(qtype, 2)
     x = torch.randn(m, 2 * k if silu_mul else k, generator=torch.Generator().manual_seed(3)).to(dtype)
     out = torch.empty(m, n, dtype=dtype)
     config = None
-    if looped:
-        block_m, _, g, warps, _, x_full, _ = triton_gguf.gemv_config(qtype, m, n, k)
-        config = (block_m, 2, g, warps, 2, not x_full, 1)
+    if flipped:
+        block_m, _, g, warps, x_full = triton_gguf.gemv_config(qtype, m, n, k)
+        config = (block_m, 2, g, warps, not x_full)
     triton_gguf.qmatmul(x, triton_gguf.pack(raw, qtype), qtype, (n, k), out, silu_mul=silu_mul, path=path,
                         config=config)
     operand_eps = EPS[dtype] if path == "gemm" and dtype != torch.float32 else 0.0
@@ -88,7 +87,7 @@ def cases() -> dict[str, Callable[[], float]]:
         found[f"dequant-{q}-float32"] = functools.partial(dequant_case, q, f32)
         found[f"gemv-{q}-m1-float32"] = functools.partial(matmul_case, q, "gemv", 1, f32)
         found[f"gemv-{q}-m3-float16"] = functools.partial(matmul_case, q, "gemv", 3, f16)
-        found[f"gemv-looped-{q}-m3-float16"] = functools.partial(matmul_case, q, "gemv", 3, f16, looped=True)
+        found[f"gemv-flipped-{q}-m3-float16"] = functools.partial(matmul_case, q, "gemv", 3, f16, flipped=True)
         found[f"gemm-{q}-m20-float16"] = functools.partial(matmul_case, q, "gemm", 20, f16)
     for q in ("Q4_0", "Q6_K"):
         found[f"dequant-{q}-float16"] = functools.partial(dequant_case, q, f16)
@@ -97,7 +96,7 @@ def cases() -> dict[str, Callable[[], float]]:
         found[f"silu-{q}-m2-float32"] = functools.partial(matmul_case, q, "gemv", 2, f32, True)
     found["gemm-Q4_K-m20-float32"] = functools.partial(matmul_case, "Q4_K", "gemm", 20, f32)
     found["gemv-Q5_K-m8-float32"] = functools.partial(matmul_case, "Q5_K", "gemv", 8, f32)
-    found["silu-looped-Q4_0-m1-float32"] = functools.partial(matmul_case, "Q4_0", "gemv", 1, f32, True, True)
+    found["silu-flipped-Q4_0-m1-float32"] = functools.partial(matmul_case, "Q4_0", "gemv", 1, f32, True, True)
     return found
 
 

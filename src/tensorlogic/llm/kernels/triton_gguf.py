@@ -39,8 +39,6 @@ Set ``TRITON_INTERPRET=1`` before importing this module to run the kernels on CP
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
@@ -67,9 +65,9 @@ PLANES: dict[str, tuple[tuple[int, int], tuple[int, int], tuple[int, int]]] = {
 SUB_BLOCK = {"Q4_0": 16, "Q8_0": 32, "Q2_K": 16, "Q3_K": 16, "Q4_K": 32, "Q5_K": 32, "Q6_K": 16}
 # Types whose values are scale * q - min.
 HAS_MIN = frozenset({"Q2_K", "Q4_K", "Q5_K"})
-# (type, out_features, in_features) -> (BLOCK_N, K elements per step, num_warps, stages, X_FULL, programs per
-# SM) measured best for the GEMV (see gemv_config).
-GEMV_CONFIGS: dict[tuple[str, int, int], tuple[int, int, int, int, bool, int]] = {}
+# (type, out_features, in_features) -> (BLOCK_N, K elements per step, num_warps, X_FULL) measured best for the
+# GEMV (see gemv_config).
+GEMV_CONFIGS: dict[tuple[str, int, int], tuple[int, int, int, bool]] = {}
 # Elements of K one GEMV program takes per step (see gemv_config).
 _GEMV_K_STEP = 1024
 # Elements of one row a dequantization program writes.
@@ -339,21 +337,14 @@ def _x_tile(p, rk, K, rn, SILU_MUL: tl.constexpr, X_FULL: tl.constexpr):
 def _gemv_kernel(x_ptr, w_ptr, h_ptr, out_ptr, M, N, K, row_bytes, stride_x, stride_out,
                  QTYPE: tl.constexpr, BS: tl.constexpr, SUB: tl.constexpr, HAS_MIN: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, G: tl.constexpr, SILU_MUL: tl.constexpr,
-                 UNITS: tl.constexpr, STAGES: tl.constexpr, X_FULL: tl.constexpr):
-    # Program p takes row tiles p, p + P, p + 2P, ... (P programs; one tile each unless the grid is capped),
-    # walking K in steps of G sub-blocks: one flat loop over (tile, step), so pipelining (STAGES > 1) runs
-    # across tiles too. acc [BLOCK_M, BLOCK_N, UNITS] holds per-unit partial sums added elementwise; the
-    # reduction over units comes once per tile. Padding rows (m >= M) re-read the last row of x; their sums
-    # are never stored.
-    pid = tl.program_id(0)
-    n_prog = tl.num_programs(0)
-    steps = tl.cdiv(K // SUB, G)
-    tiles = (tl.cdiv(N, BLOCK_N) - pid + n_prog - 1) // n_prog
+                 UNITS: tl.constexpr, X_FULL: tl.constexpr):
+    # acc [BLOCK_M, BLOCK_N, UNITS] holds per-unit partial sums added elementwise, so the K loop has no
+    # reduction across threads; the one reduction over units comes after it. Padding rows (m >= M) re-read
+    # the last row of x; their sums are never stored.
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rows = tl.arange(0, BLOCK_M)[:, None, None]
     acc = tl.zeros((BLOCK_M, BLOCK_N, UNITS), dtype=tl.float32)
-    for i in tl.range(0, tiles * steps, num_stages=STAGES):
-        rn = (pid + (i // steps) * n_prog) * BLOCK_N + tl.arange(0, BLOCK_N)
-        sg0 = (i % steps) * G
+    for sg0 in range(0, K // SUB, G):
         if QTYPE == "Q4_0":
             acc = _gemv_q4_0_step(x_ptr, w_ptr, h_ptr, acc, rows, rn, M, N, K, row_bytes, stride_x, sg0 // 2,
                                   BLOCK_M, UNITS, SILU_MUL, X_FULL)
@@ -375,11 +366,9 @@ def _gemv_kernel(x_ptr, w_ptr, h_ptr, out_ptr, M, N, K, row_bytes, stride_x, str
                 if HAS_MIN:
                     part += tl.sum(x, axis=2) * b
                 acc = tl.where(rows == m, acc + part[None, :, :], acc)
-        done = (tl.zeros((BLOCK_N,), dtype=tl.int32) + i % steps) == steps - 1  # the tile's last step
-        out = out_ptr + tl.arange(0, BLOCK_M)[:, None] * stride_out + rn[None, :]
-        mask = (tl.arange(0, BLOCK_M)[:, None] < M) & ((rn < N) & done)[None, :]
-        tl.store(out, tl.sum(acc, axis=2).to(out_ptr.dtype.element_ty), mask=mask)
-        acc = tl.where(done[None, :, None], 0.0, acc)
+    out = out_ptr + tl.arange(0, BLOCK_M)[:, None] * stride_out + rn[None, :]
+    mask = (tl.arange(0, BLOCK_M)[:, None] < M) & (rn[None, :] < N)
+    tl.store(out, tl.sum(acc, axis=2).to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -525,13 +514,11 @@ def _pow2_floor(n: int) -> int:
 _GEMV_UNIT = {"Q4_0": 2, "Q4_K": 2, "Q5_K": 2, "Q6_K": 4}
 
 
-def gemv_config(qtype: str, m: int, n: int, k: int) -> tuple[int, int, int, int, int, bool, int]:
-    """(BLOCK_M, BLOCK_N, sub-blocks per K step, num_warps, pipeline stages, X_FULL, programs per SM) of the
-    GEMV for an [m, k] x [n, k]^T product; programs per SM 0: one program per row tile, else the grid is capped
-    at that many per multiprocessor and each program loops over tiles.
+def gemv_config(qtype: str, m: int, n: int, k: int) -> tuple[int, int, int, int, bool]:
+    """(BLOCK_M, BLOCK_N, sub-blocks per K step, num_warps, X_FULL) of the GEMV for an [m, k] x [n, k]^T product.
 
-    ``GEMV_CONFIGS[(qtype, n, k)]`` = (BLOCK_N, K elements per step, num_warps, stages, X_FULL, programs per
-    SM), e.g. the best of a ``benchmarks/sweep_gemv.py`` run, overrides the shape heuristic.
+    ``GEMV_CONFIGS[(qtype, n, k)]`` = (BLOCK_N, K elements per step, num_warps, X_FULL), e.g. the best of a
+    ``benchmarks/sweep_gemv.py`` run, overrides the shape heuristic.
     """
     sub = SUB_BLOCK[qtype]
     block_m = triton.next_power_of_2(max(m, 1))
@@ -542,7 +529,8 @@ def gemv_config(qtype: str, m: int, n: int, k: int) -> tuple[int, int, int, int,
     # 36 settings on each TinyLlama shape): 8 rows per program for a vocabulary head or a 16M-weight K-quant
     # matrix, 4 from 8M weights (and for K-quants), 2 below (more programs for small matrices); 2048 elements
     # of K per step, 1024 for a head; x in the weight tile's shape below 8M weights, where the broadcast's
-    # shared-memory round trip is a larger share of the time. Software pipelining never won (1 stage).
+    # shared-memory round trip is a larger share of the time. (Software pipelining of the K loop and a grid
+    # capped at a few looping programs per SM were swept too and never gained more than noise: not kept.)
     big = n * k >= (1 << 23)
     block_n = 8 if n >= 16384 or (n * k >= (1 << 24) and qtype != "Q4_0") else 4 if big or qtype in HAS_MIN else 2
     if qtype == "Q6_K":
@@ -550,7 +538,7 @@ def gemv_config(qtype: str, m: int, n: int, k: int) -> tuple[int, int, int, int,
     block_n = max(1, min(block_n, _pow2_floor(n)))
     step = 2 * _GEMV_K_STEP if n < 16384 and qtype in _GEMV_UNIT else _GEMV_K_STEP
     block_k = max(sub, min(triton.next_power_of_2(k), step))
-    return block_m, block_n, block_k // sub, 4, 1, not big, 0
+    return block_m, block_n, block_k // sub, 4, not big
 
 
 def gemm_config(qtype: str, m: int, n: int, k: int, dtype: torch.dtype = torch.float16) -> tuple[int, int, int, int]:
@@ -585,13 +573,11 @@ def qmatmul(
     if path == "gemv":
         if m > GEMV_MAX_ROWS:
             raise ValueError(f"the GEMV path takes at most {GEMV_MAX_ROWS} rows, got {m}")
-        block_m, block_n, g, warps, stages, x_full, per_sm = config or gemv_config(qtype, m, n, k)
-        tiles = triton.cdiv(n, block_n)
-        grid = min(tiles, per_sm * _multiprocessors(x2.device)) if per_sm else tiles
-        _gemv_kernel[(grid,)](
+        block_m, block_n, g, warps, x_full = config or gemv_config(qtype, m, n, k)
+        _gemv_kernel[(triton.cdiv(n, block_n),)](
             x2, packed, packed.view(torch.float16), out2, m, n, k, packed.stride(0), x2.stride(0), out2.stride(0),
             QTYPE=qtype, BS=block, SUB=SUB_BLOCK[qtype], HAS_MIN=qtype in HAS_MIN, BLOCK_M=block_m,
-            BLOCK_N=block_n, G=g, SILU_MUL=silu_mul, UNITS=max(1, g // _GEMV_UNIT.get(qtype, 1)), STAGES=stages,
+            BLOCK_N=block_n, G=g, SILU_MUL=silu_mul, UNITS=max(1, g // _GEMV_UNIT.get(qtype, 1)),
             X_FULL=x_full, num_warps=warps,
         )
     elif path == "gemm":
@@ -607,11 +593,6 @@ def qmatmul(
     else:
         raise ValueError(f"unknown path {path!r}")
     return out2
-
-
-@functools.cache
-def _multiprocessors(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
 
 
 def _scratch(device: torch.device, dtype: torch.dtype, elements: int) -> torch.Tensor:
