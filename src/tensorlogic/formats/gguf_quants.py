@@ -145,6 +145,25 @@ def dequantize(
     return out.reshape(dims)
 
 
+def int4_fields(raw: np.ndarray, qtype: str, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q4_0/Q4_K rows uint8 [rows, row_bytes] as 4-bit values with one scale and offset per 32 weights:
+    (q uint8 [rows, cols] in 0..15, scale and offset float32 [rows, cols / 32]), each weight being
+    (q - 8) * scale + offset, the value ``dequantize`` gives it (the layout torch's int4 matmul takes)."""
+    name = type_name(qtype)
+    blocks = np.ascontiguousarray(raw).reshape(-1, TYPE_INFO[name][1])
+    if name == "Q4_0":
+        q = _nibbles(_bytes(blocks, 2, 16), 16)
+        scale = _f16(blocks, 0)[:, None]
+        offset = np.zeros_like(scale)
+    elif name == "Q4_K":
+        q = _nibbles(_bytes(blocks, 16, 128), 32)
+        dm = _k_scales(blocks)
+        scale, offset = dm[:, 0], 8 * dm[:, 0] - dm[:, 1]
+    else:
+        raise UnsupportedError(f"{name} is not a 4-bit type with one scale and offset per 32 weights")
+    return q.reshape(rows, cols), scale.reshape(rows, -1), offset.reshape(rows, -1)
+
+
 @functools.cache
 def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="tl-dequant")

@@ -45,35 +45,13 @@ def _have_int4_matmul() -> bool:
     return hasattr(torch, "_weight_int4pack_mm_for_cpu") and hasattr(torch, "_convert_weight_to_int4pack_for_cpu")
 
 
-def _int4_fields(raw: np.ndarray, qtype: str, n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Q4_0/Q4_K rows as (q int32 [n, k] in 0..15, scale and offset float32 [n, k / 32]): w = (q - 8) * scale +
-    offset, the value gguf-py gives each weight (ggml-common.h block_q4_0 / block_q4_K)."""
-    if qtype == "Q4_0":
-        blocks = raw.reshape(n, k // 32, 18)
-        scale = blocks[:, :, :2].copy().view("<f2")[:, :, 0].astype(np.float32)
-        qs = blocks[:, :, 2:]
-        q = np.concatenate([qs & 15, qs >> 4], axis=-1)  # element t: low nibble of byte t, t + 16: high
-        return q.reshape(n, k).astype(np.int32), scale, np.zeros_like(scale)
-    blocks = raw.reshape(n, k // 256, 144)
-    d = blocks[:, :, 0:2].copy().view("<f2")[:, :, 0].astype(np.float32)[:, :, None]
-    dmin = blocks[:, :, 2:4].copy().view("<f2")[:, :, 0].astype(np.float32)[:, :, None]
-    f = blocks[:, :, 4:16].astype(np.int32)  # the 12 bytes of 6-bit scales and mins of 8 sub-blocks
-    sc = np.concatenate([f[:, :, 0:4] & 63, (f[:, :, 8:12] & 15) | ((f[:, :, 0:4] >> 6) << 4)], axis=-1)
-    mn = np.concatenate([f[:, :, 4:8] & 63, (f[:, :, 8:12] >> 4) | ((f[:, :, 4:8] >> 6) << 4)], axis=-1)
-    runs = blocks[:, :, 16:].reshape(n, k // 256, 4, 32)  # run j: sub-block 2j in low nibbles, 2j + 1 in high
-    q = np.stack([runs & 15, runs >> 4], axis=3).reshape(n, k)
-    scale = d * sc
-    offset = 8 * scale - dmin * mn
-    return q.astype(np.int32), scale.reshape(n, -1), offset.reshape(n, -1)
-
-
 def int4_weight(w: QWeight) -> tuple[torch.Tensor, torch.Tensor]:
     """``w`` (Q4_0/Q4_K on the CPU) in torch's int4 matmul format: (packed uint8, bfloat16 [k / 32, n, 2]
     scales and offsets), built once and kept on ``w``."""
     if w._int4 is None:
         n, k = w.shape
-        q, scale, offset = _int4_fields(np.ascontiguousarray(w.raw.numpy()), w.qtype, n, k)
-        packed = torch._convert_weight_to_int4pack_for_cpu(torch.from_numpy(q), 1)
+        q, scale, offset = gguf_quants.int4_fields(w.raw.numpy(), w.qtype, n, k)
+        packed = torch._convert_weight_to_int4pack_for_cpu(torch.from_numpy(q).to(torch.int32), 1)
         fields = torch.from_numpy(np.stack([scale.T, offset.T], axis=-1)).to(torch.bfloat16).contiguous()
         w._int4 = packed, fields
     return w._int4
