@@ -174,10 +174,9 @@ def _read_input(spec: str, feature) -> tuple[str, object]:
         if suffix in (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"):
             from PIL import Image
 
-            image = Image.open(path)
-            space = getattr(feature, "colorspace", None) or "RGB"
-            mode = {"GRAYSCALE": "L", "GRAYSCALE_FLOAT16": "F"}.get(space, "RGB")
-            return name, image.convert(mode)
+            from .runtime.features import pil_mode
+
+            return name, Image.open(path).convert(pil_mode(feature))
     except (OSError, ValueError) as e:
         raise InputError(f"--input {name}: cannot read {file!r}: {e}") from None
     raise InputError(f"--input {name}: {file!r} is not a .npy, .json or image file")

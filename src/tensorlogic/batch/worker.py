@@ -69,8 +69,9 @@ def decode_file(data: bytes, feature: Any) -> Any:
         raise InputError("neither an image Pillow can read nor a .npy array") from None
     except OSError as e:
         raise InputError(f"a damaged image ({e})") from None
-    space = getattr(feature, "colorspace", None) or "RGB"
-    return image.convert({"GRAYSCALE": "L", "GRAYSCALE_FLOAT16": "F"}.get(space, "RGB"))
+    from ..runtime.features import pil_mode
+
+    return image.convert(pil_mode(feature))
 
 
 def _cell(value: Any, feature: Any) -> Any:

@@ -21,6 +21,11 @@ from .dtypes import numpy_dtype
 _PIL_MODES = {"RGB": "RGB", "BGR": "RGB", "GRAYSCALE": "L", "GRAYSCALE_FLOAT16": "F"}
 
 
+def pil_mode(feature: Any) -> str:
+    """The PIL image mode an image input of ``feature``'s colour space takes (RGB when it declares none)."""
+    return _PIL_MODES.get(getattr(feature, "colorspace", None) or "RGB", "RGB")
+
+
 @dataclass
 class Feature:
     """One input, output or state at the predict boundary."""
@@ -251,7 +256,7 @@ def image_input(feat: Feature, value: Any) -> np.ndarray:
     if not isinstance(value, Image.Image):
         raise InputError(f"input {feat.name!r} is an image input: pass a PIL.Image, not {type(value).__name__}")
     space = feat.colorspace or "RGB"
-    mode = _PIL_MODES.get(space, "RGB")
+    mode = pil_mode(feat)
     if value.mode != mode:
         raise InputError(f"image input {feat.name!r} is {space}: it needs a PIL image of mode {mode!r}, "
                          f"not {value.mode!r}")
