@@ -310,3 +310,66 @@ def test_bad_arguments_give_one_line_errors(image_model, tmp_path, capsys):
     assert not (tmp_path / "o.parquet").exists()
     assert tl_main(["predict", str(image_model), "--ray", "local"]) == 2
     assert "--input-dir" in capsys.readouterr().err
+
+
+def test_more_bad_inputs_give_one_line_errors(image_model, tmp_path, monkeypatch):
+    import sys
+
+    import torch
+    from safetensors.torch import save_file
+
+    from fixtures_coreml import _convert
+    from llm.fixtures import Shape, write_llm_gguf
+    from tensorlogic.batch.dataset import connect
+    from tensorlogic.batch.worker import decode_file
+
+    # An output folder that holds something, without --resume: refused, and left as it was.
+    (tmp_path / "out.parquet").mkdir()
+    (tmp_path / "out.parquet" / "notes.txt").write_text("the user's notes")
+    with pytest.raises(InputError, match="out.parquet: exists and is not empty; pass --resume"):
+        PartWriter(tmp_path / "out.parquet")
+    assert (tmp_path / "out.parquet" / "notes.txt").read_text() == "the user's notes"
+    # --resume over a part that is not Parquet: the part is named.
+    (tmp_path / "old.parquet").mkdir()
+    (tmp_path / "old.parquet" / "part-1.parquet").write_bytes(b"not parquet")
+    with pytest.raises(FormatError, match=r"part-1\.parquet.*not a part of a batch output"):
+        PartWriter(tmp_path / "old.parquet", resume=True).done_keys()
+    with pytest.raises(InputError, match="a damaged .npy array"):
+        decode_file(b"\x93NUMPY" + b"\x00" * 20, None)
+    # A weights-only file is not a model.
+    save_file({"w": torch.zeros(2, 2)}, str(tmp_path / "w.safetensors"))
+    with pytest.raises(UnsupportedError, match="runs Core ML models and GGUF LLMs; this is SafeTensors"):
+        BatchPredictor(str(tmp_path / "w.safetensors"))
+    # A file column for a model with two inputs: the row says which inputs it has.
+
+    class Add(torch.nn.Module):
+        def forward(self, x, y):
+            return x + y
+
+    import coremltools as ct
+
+    ex = (torch.zeros(1, 3), torch.zeros(1, 3))
+    two = tmp_path / "two.mlpackage"
+    _convert(Add().eval(), ex, [ct.TensorType(name="x", shape=(1, 3)), ct.TensorType(name="y", shape=(1, 3))], two)
+    table = BatchPredictor(str(two), device="cpu")({"key": np.array(["a"], dtype=object),
+                                                    "bytes": np.array([b"\x89PNG"], dtype=object)})
+    assert table.column("error").to_pylist() == [
+        "cannot read the input: a file feeds a model with one input; this one has 2 (x, y): give a Parquet file "
+        "with a column per input"]
+    # An LLM without its prompt column.
+    gguf = write_llm_gguf(tmp_path / "tiny.gguf", "llama", "F16",
+                          Shape(n_layer=1, n_embd=64, n_head=2, n_head_kv=1, n_ff=128, n_ctx=128))
+    with pytest.raises(InputError, match="reads prompts from the column 'prompt'; the input has text"):
+        BatchPredictor(str(gguf), device="cpu")({"text": np.array(["hi"], dtype=object)})
+    # Nothing listening at a --ray address: one line within seconds (ray.init alone retries for minutes).
+    with pytest.raises(InputError, match=r"--ray 127\.0\.0\.1:1: cannot connect to a Ray cluster"):
+        connect("127.0.0.1:1")
+    with pytest.raises(InputError, match="--ray somewhere: expected HOST:PORT"):
+        connect("somewhere")
+    # Missing optional dependencies.
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(UnsupportedError, match="batch jobs read and write Parquet: pip install pyarrow"):
+        run_job(str(image_model), str(tmp_path / "o.parquet"), input_dir=str(tmp_path))
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(UnsupportedError, match=r"batch inference on Ray needs Ray Data: pip install 'ray\[data\]'"):
+        predict_dataset(image_model, tmp_path)

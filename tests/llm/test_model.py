@@ -289,6 +289,9 @@ def test_context_longer_than_the_model(root: str) -> None:
     with pytest.raises(InputError) as err:
         llm.logits(list(range(3, 600)))
     assert "597" in _one_line(err)
+    with pytest.raises(InputError) as err:  # a prompt alone longer than the context (the prefill's check)
+        llm.generate(list(range(3, 600)), 1)
+    assert "597" in _one_line(err) and "512" in _one_line(err)
     with pytest.raises(InputError) as err:
         load_llm(_model_file(root, "llama", "F16"), device="cpu", n_ctx=4096)
     assert "4096" in _one_line(err)

@@ -28,6 +28,8 @@ def connect(address: str = "local") -> None:
     """Join the Ray cluster at ``address`` (``auto``: the one ``ray start`` runs here; ``local``: start one in this
     process; else ``HOST:PORT`` or ``ray://...``). A process already connected stays on its cluster."""
     ray = _ray()
+    if address not in ("local", "auto"):
+        _reachable(address)
     if ray.is_initialized():
         return
     options: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": False}
@@ -40,6 +42,20 @@ def connect(address: str = "local") -> None:
         ray.init(**options)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise InputError(f"--ray {address}: cannot connect to a Ray cluster ({' '.join(str(e).split())})") from None
+
+
+def _reachable(address: str) -> None:
+    """Fail in one line, within seconds, when nothing listens at ``address``: ``ray.init`` would retry for
+    minutes before giving up."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InputError(f"--ray {address}: expected HOST:PORT, ray://HOST:PORT, auto or local")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise InputError(f"--ray {address}: cannot connect to a Ray cluster ({e.strerror or e})") from None
 
 
 def _check_model(model_path: str | os.PathLike) -> None:
